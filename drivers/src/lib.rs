@@ -1,0 +1,16 @@
+//! Device drivers for the kernel.
+//!
+//! Each driver is a `no_std` library that talks to its device through a small register or
+//! bus abstraction, so the logic builds and is unit-tested on the host with a fake device,
+//! while the kernel supplies the real memory-mapped or port-mapped registers.
+//!
+//! | module | device |
+//! | --- | --- |
+//! | [`uart16550`] | the 16550 UART: the console of QEMU `virt`, of the VisionFive 2 and COM1 on a PC |
+
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod uart16550;

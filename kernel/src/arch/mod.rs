@@ -1,0 +1,74 @@
+//! Architecture support: everything that differs between riscv64 and x86_64 lives below this
+//! module, and nothing outside it names an architecture.
+//!
+//! Each architecture module boots the machine and then calls [`crate::kernel_main`] with a
+//! [`BootInfo`](crate::boot::BootInfo) it filled from the firmware's data (the device tree on
+//! riscv64, PVH `start_info` on x86_64). By then:
+//!
+//! - the kernel runs at its linked (higher-half) address on page tables of its own, with all
+//!   of physical memory reachable through [`phys_to_virt`];
+//! - `.bss` is zeroed and the boot stack is set;
+//! - trap/exception vectors are installed, so a fault is logged and ends the run;
+//! - the console is up (the defmt logger writes through [`console_write`]) and the clock
+//!   frequency is known ([`crate::time::set_counter_frequency`] has been called).
+//!
+//! # What each architecture module provides
+//!
+//! | item | what it does |
+//! | --- | --- |
+//! | `NAME: &str` | the architecture's name in logs |
+//! | `read_counter() -> u64` | a free-running, monotonic counter (`rdtime`, TSC) |
+//! | `console_write(&[u8])` | polled write to the boot console; callable in any context |
+//! | `phys_to_virt(u64) -> usize` | address of physical memory in the kernel's direct map |
+//! | `exit(ExitCode) -> !` | stops the machine, telling QEMU the code |
+//! | `probe_read(usize) -> Result<u64, Fault>` | a read that reports a fault instead of dying |
+//! | `TESTS: &[KernelTest]` | the architecture's own in-kernel tests |
+//! | a `critical_section::Impl` | interrupts off on this (single) CPU |
+
+#[cfg(target_arch = "riscv64")]
+mod riscv64;
+#[cfg(target_arch = "riscv64")]
+pub use riscv64::*;
+
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+#[cfg(target_arch = "x86_64")]
+pub use x86_64::*;
+
+/// The kind of access that faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+pub enum Access {
+    Read,
+    Write,
+    Execute,
+}
+
+/// A synchronous exception, decoded from the architecture's trap state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+pub enum FaultKind {
+    /// No valid mapping, or one that forbids the access (riscv: scause 12/13/15; x86: #PF).
+    PageFault(Access),
+    /// The access hit a physical address nothing answers at (riscv: scause 1/5/7).
+    AccessFault(Access),
+    /// An instruction the CPU does not accept (riscv: scause 2; x86: #UD).
+    IllegalInstruction,
+    /// A breakpoint instruction (riscv: `ebreak`; x86: `int3`).
+    Breakpoint,
+    /// Anything else, with the architecture's raw cause (scause, or the vector number).
+    Other(u64),
+}
+
+/// What a fault was, where it happened and on which address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+pub struct Fault {
+    /// The decoded cause.
+    pub kind: FaultKind,
+    /// The faulting address (riscv: stval; x86: CR2 for a page fault, else 0).
+    pub address: usize,
+    /// The instruction that faulted (riscv: sepc; x86: RIP).
+    pub pc: usize,
+    /// The raw cause: scause on riscv64, the vector number on x86_64.
+    pub raw_cause: u64,
+    /// The error code x86 pushes for some vectors (0 on riscv64).
+    pub error_code: u64,
+}

@@ -1,0 +1,127 @@
+//! What the firmware told the kernel about the machine, in one architecture-neutral shape.
+//!
+//! The architecture code fills a [`BootInfo`] from the device tree (riscv64) or PVH
+//! `start_info` (x86_64) and hands it to [`crate::kernel_main`], which logs it and sets up
+//! memory from it. Nothing here is a constant about a board: every address comes from the
+//! firmware.
+
+use heapless::Vec;
+
+/// How many RAM regions and reserved regions a [`BootInfo`] holds. Firmware that reports more
+/// gets the extra ones dropped with a warning (RAM) or the boot refused (reservations).
+pub const MAX_REGIONS: usize = 32;
+
+/// A range of physical addresses, `start..end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+pub struct PhysRange {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+}
+
+impl PhysRange {
+    /// The range of `size` bytes at `start`, or `None` if it would wrap past the top of the
+    /// address space.
+    pub fn from_start_size(start: u64, size: u64) -> Option<Self> {
+        Some(Self {
+            start,
+            end: start.checked_add(size)?,
+        })
+    }
+
+    /// Number of bytes in the range.
+    pub fn size(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// Whether the range holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// Whether the two ranges share a byte.
+    pub fn overlaps(&self, other: &PhysRange) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+
+    /// Whether `other` lies entirely inside `self`.
+    pub fn contains_range(&self, other: &PhysRange) -> bool {
+        self.start <= other.start && other.end <= self.end
+    }
+}
+
+/// Why a range of RAM must never be handed out by the frame allocator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+pub enum ReservedKind {
+    /// Firmware code or data (OpenSBI, BIOS areas, `/reserved-memory`).
+    Firmware,
+    /// The kernel image, from its first to its last byte including `.bss`.
+    KernelImage,
+    /// The flattened device tree blob.
+    DeviceTree,
+    /// The initial RAM disk (initrd) the boot loader placed in memory.
+    Initrd,
+    /// Boot data the kernel still reads: PVH `start_info`, the command line, module lists.
+    BootData,
+}
+
+/// A reserved range and why it is reserved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+pub struct Reservation {
+    /// The reserved bytes.
+    pub range: PhysRange,
+    /// Why.
+    pub kind: ReservedKind,
+}
+
+/// Where the machine's firmware tables are, for drivers that need them later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+pub enum FirmwareTables {
+    /// A flattened device tree at this physical address.
+    DeviceTree(u64),
+    /// ACPI, through the RSDP at this physical address (0 if the firmware gave none).
+    Acpi { rsdp: u64 },
+}
+
+/// The console the kernel logs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+pub enum ConsoleInfo {
+    /// A memory-mapped 16550 found in the device tree.
+    Mmio16550 {
+        /// Physical address of the register window.
+        base: u64,
+        /// `reg-shift` from the device tree.
+        reg_shift: u32,
+        /// `reg-io-width` from the device tree.
+        reg_io_width: u32,
+    },
+    /// A 16550 at an x86 I/O port base (COM1 is 0x3f8).
+    Port16550 {
+        /// The I/O port of register 0.
+        port: u16,
+    },
+}
+
+/// Everything the architecture code learned from the firmware.
+#[derive(Debug)]
+pub struct BootInfo {
+    /// The hart (riscv64) or local APIC (x86_64) id of the CPU that booted the kernel.
+    pub boot_cpu_id: u64,
+    /// Usable RAM, in ascending order, before reservations are taken out.
+    pub memory: Vec<PhysRange, MAX_REGIONS>,
+    /// RAM the frame allocator must never hand out.
+    pub reserved: Vec<Reservation, MAX_REGIONS>,
+    /// The kernel command line (empty if the boot loader gave none).
+    pub command_line: &'static str,
+    /// Frequency of [`crate::arch::read_counter`], in Hz.
+    pub timer_frequency_hz: u64,
+    /// The initial RAM disk, if the boot loader loaded one.
+    pub initrd: Option<PhysRange>,
+    /// Where the firmware's description of the machine is.
+    pub firmware_tables: FirmwareTables,
+    /// The console in use.
+    pub console: ConsoleInfo,
+    /// Physical address the kernel image was loaded at.
+    pub kernel_load_address: u64,
+}

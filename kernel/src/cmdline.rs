@@ -1,0 +1,116 @@
+//! The kernel command line: words separated by spaces, `key` or `key=value`.
+//!
+//! The command line comes from the boot loader (`/chosen/bootargs`, PVH `cmdline_paddr`) and
+//! is input like any other: unknown words are reported and ignored, never fatal.
+
+/// What the kernel was asked to do after booting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Log the boot and stop (the default).
+    Boot,
+    /// Run the in-kernel tests whose name contains `filter` (all of them when empty).
+    RunTests { filter: &'a str },
+    /// Read an unmapped address, to show how an unexpected fault is reported.
+    Fault,
+    /// Panic, to show how a panic is reported.
+    Panic,
+}
+
+/// A parsed command line.
+#[derive(Clone, Copy, Debug)]
+pub struct CommandLine<'a> {
+    text: &'a str,
+}
+
+impl<'a> CommandLine<'a> {
+    /// Wraps the boot loader's command line.
+    pub fn parse(text: &'a str) -> Self {
+        Self { text }
+    }
+
+    /// The words, split at ASCII whitespace.
+    fn words(&self) -> impl Iterator<Item = &'a str> {
+        self.text.split_ascii_whitespace()
+    }
+
+    /// The action asked for; when several are given, the last one wins.
+    pub fn action(&self) -> Action<'a> {
+        self.words()
+            .filter_map(action_of_word)
+            .last()
+            .unwrap_or(Action::Boot)
+    }
+
+    /// Words the kernel does not know, to be reported.
+    pub fn unknown_words(&self) -> impl Iterator<Item = &'a str> {
+        self.words().filter(|word| !is_known(word))
+    }
+}
+
+/// Splits `key=value` (or a bare `key`).
+fn split_word(word: &str) -> (&str, Option<&str>) {
+    match word.split_once('=') {
+        Some((key, value)) => (key, Some(value)),
+        None => (word, None),
+    }
+}
+
+/// The action a word asks for, if it is an action word.
+fn action_of_word(word: &str) -> Option<Action<'_>> {
+    match split_word(word) {
+        ("test", value) => Some(Action::RunTests {
+            filter: value.unwrap_or(""),
+        }),
+        ("fault", Some("read")) => Some(Action::Fault),
+        ("panic", None) => Some(Action::Panic),
+        _ => None,
+    }
+}
+
+/// Words the kernel understands. Boot-loader words that Linux would take (`console=`,
+/// `earlycon`) are accepted silently, as U-Boot and QEMU add them.
+fn is_known(word: &str) -> bool {
+    let (key, _) = split_word(word);
+    action_of_word(word).is_some() || matches!(key, "console" | "earlycon" | "root" | "quiet")
+}
+
+pub mod tests {
+    //! In-kernel tests of command line parsing.
+
+    use super::*;
+    use crate::ktest::{KernelTest, TestResult};
+    use crate::{ktest_assert, ktest_assert_eq};
+
+    pub const TESTS: &[KernelTest] = &[KernelTest::new(
+        "cmdline::actions_and_unknown_words",
+        actions_and_unknown_words,
+    )];
+
+    fn actions_and_unknown_words() -> TestResult {
+        ktest_assert!(CommandLine::parse("").action() == Action::Boot, "empty means boot");
+        ktest_assert!(
+            CommandLine::parse("  test  ").action() == Action::RunTests { filter: "" },
+            "bare test runs all"
+        );
+        ktest_assert!(
+            CommandLine::parse("console=ttyS0 test=mem::").action()
+                == Action::RunTests { filter: "mem::" },
+            "test=PATTERN filters"
+        );
+        ktest_assert!(
+            CommandLine::parse("test panic").action() == Action::Panic,
+            "the last action wins"
+        );
+        ktest_assert!(
+            CommandLine::parse("fault=write").action() == Action::Boot,
+            "an unknown fault kind is not an action"
+        );
+
+        let line = CommandLine::parse("test bogus=1 console=ttyS0 fault=write");
+        let mut unknown = line.unknown_words();
+        ktest_assert_eq!(unknown.next(), Some("bogus=1"));
+        ktest_assert_eq!(unknown.next(), Some("fault=write"));
+        ktest_assert_eq!(unknown.next(), None);
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+//! The kernel: boots on QEMU riscv64 (OpenSBI, U-Boot) and x86_64 (PVH), logs through defmt
+//! and runs its in-kernel tests.
+//!
+//! The boot sequence, from the firmware to [`kernel_main`]:
+//!
+//! 1. The architecture's entry code (`arch::riscv64` or `arch::x86_64`) sets up a stack and
+//!    page tables, enters the higher half, installs trap vectors, finds the console and the
+//!    clock, and collects a [`BootInfo`] from the firmware's data.
+//! 2. [`kernel_main`] logs what was found, hands free RAM to the frame allocator (minus every
+//!    reservation), sets up the heap, and does what the command line asks.
+//! 3. The kernel stops the machine with an [`ExitCode`] that the runner turns into its own
+//!    exit status.
+//!
+//! # Command line
+//!
+//! | word | effect |
+//! | --- | --- |
+//! | `test` / `test=PATTERN` | run the in-kernel tests (those whose name contains PATTERN) |
+//! | `fault=read` | read an unmapped address, to show the trap handler's report |
+//! | `panic` | panic on purpose, to show the panic handler's report |
+
+#![no_std]
+#![no_main]
+// On the host, `cargo clippy --workspace` only type-checks the kernel; nothing calls the
+// architecture entry points there.
+#![cfg_attr(not(target_os = "none"), allow(dead_code, unused_imports))]
+
+extern crate alloc;
+
+mod arch;
+mod boot;
+mod cmdline;
+mod fault_tests;
+mod ktest;
+mod log;
+mod mem;
+mod panic;
+mod time;
+
+use boot::BootInfo;
+use cmdline::{Action, CommandLine};
+
+/// How the kernel ends a run; the runner maps each to its own exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+#[repr(u32)]
+pub enum ExitCode {
+    /// Everything asked for was done (and every test passed).
+    Success = 0,
+    /// At least one in-kernel test failed.
+    TestsFailed = 1,
+    /// The kernel panicked.
+    Panic = 2,
+    /// An unexpected trap (exception) stopped the kernel.
+    Fault = 3,
+}
+
+/// The architecture-neutral kernel, entered once by the boot CPU.
+pub fn kernel_main(boot_info: &BootInfo) -> ! {
+    log_boot_info(boot_info);
+
+    mem::init(boot_info);
+
+    let command_line = CommandLine::parse(boot_info.command_line);
+    for word in command_line.unknown_words() {
+        defmt::warn!("ignoring unknown command line word {=str}", word);
+    }
+
+    let exit_code = match command_line.action() {
+        Action::RunTests { filter } => {
+            let summary = ktest::run_tests(filter);
+            if summary.failed == 0 {
+                ExitCode::Success
+            } else {
+                ExitCode::TestsFailed
+            }
+        }
+        Action::Fault => fault_tests::deliberate_fault(),
+        Action::Panic => panic!("panic requested on the command line"),
+        Action::Boot => {
+            defmt::info!("boot complete");
+            ExitCode::Success
+        }
+    };
+
+    defmt::info!("stopping the machine: {}", exit_code);
+    arch::exit(exit_code)
+}
+
+/// Logs what the firmware told us, for a person reading the boot log.
+fn log_boot_info(boot_info: &BootInfo) {
+    defmt::info!(
+        "booting on {=str}, boot cpu {=u64}, kernel loaded at {=u64:#x}",
+        arch::NAME,
+        boot_info.boot_cpu_id,
+        boot_info.kernel_load_address
+    );
+
+    for region in &boot_info.memory {
+        defmt::info!(
+            "memory: {=u64:#x}..{=u64:#x} ({=u64} MiB)",
+            region.start,
+            region.end,
+            region.size() >> 20
+        );
+    }
+
+    for reservation in &boot_info.reserved {
+        defmt::info!(
+            "reserved: {=u64:#x}..{=u64:#x} {}",
+            reservation.range.start,
+            reservation.range.end,
+            reservation.kind
+        );
+    }
+
+    defmt::info!("command line: {=str:?}", boot_info.command_line);
+    defmt::info!("timer frequency: {=u64} Hz", boot_info.timer_frequency_hz);
+    defmt::info!("console: {}", boot_info.console);
+    defmt::debug!("firmware tables: {}", boot_info.firmware_tables);
+    if let Some(initrd) = boot_info.initrd {
+        defmt::info!("initrd: {=u64:#x}..{=u64:#x}", initrd.start, initrd.end);
+    }
+}
