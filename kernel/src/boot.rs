@@ -12,7 +12,7 @@ use heapless::Vec;
 pub const MAX_REGIONS: usize = 32;
 
 /// A range of physical addresses, `start..end`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PhysRange {
     /// First byte.
     pub start: u64,
@@ -51,6 +51,12 @@ impl PhysRange {
     }
 }
 
+impl defmt::Format for PhysRange {
+    fn format(&self, f: defmt::Formatter) {
+        defmt::write!(f, "{=u64:#x}..{=u64:#x}", self.start, self.end)
+    }
+}
+
 /// Why a range of RAM must never be handed out by the frame allocator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
 pub enum ReservedKind {
@@ -76,7 +82,7 @@ pub struct Reservation {
 }
 
 /// Where the machine's firmware tables are, for drivers that need them later.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FirmwareTables {
     /// A flattened device tree at this physical address.
     DeviceTree(u64),
@@ -85,7 +91,7 @@ pub enum FirmwareTables {
 }
 
 /// The console the kernel logs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConsoleInfo {
     /// A memory-mapped 16550 found in the device tree.
     Mmio16550 {
@@ -101,6 +107,38 @@ pub enum ConsoleInfo {
         /// The I/O port of register 0.
         port: u16,
     },
+    /// The firmware's console (riscv64: the SBI legacy console), used when the firmware
+    /// describes no UART the kernel can drive.
+    Firmware,
+}
+
+impl defmt::Format for ConsoleInfo {
+    fn format(&self, f: defmt::Formatter) {
+        match *self {
+            Self::Mmio16550 {
+                base,
+                reg_shift,
+                reg_io_width,
+            } => defmt::write!(
+                f,
+                "16550 at {=u64:#x} (reg-shift {=u32}, reg-io-width {=u32})",
+                base,
+                reg_shift,
+                reg_io_width
+            ),
+            Self::Port16550 { port } => defmt::write!(f, "16550 at I/O port {=u16:#x}", port),
+            Self::Firmware => defmt::write!(f, "the firmware's console"),
+        }
+    }
+}
+
+impl defmt::Format for FirmwareTables {
+    fn format(&self, f: defmt::Formatter) {
+        match *self {
+            Self::DeviceTree(address) => defmt::write!(f, "device tree at {=u64:#x}", address),
+            Self::Acpi { rsdp } => defmt::write!(f, "ACPI, RSDP at {=u64:#x}", rsdp),
+        }
+    }
 }
 
 /// Everything the architecture code learned from the firmware.

@@ -87,7 +87,10 @@ pub mod tests {
     )];
 
     fn actions_and_unknown_words() -> TestResult {
-        ktest_assert!(CommandLine::parse("").action() == Action::Boot, "empty means boot");
+        ktest_assert!(
+            CommandLine::parse("").action() == Action::Boot,
+            "empty means boot"
+        );
         ktest_assert!(
             CommandLine::parse("  test  ").action() == Action::RunTests { filter: "" },
             "bare test runs all"

@@ -21,7 +21,10 @@ pub const UNMAPPED_ADDRESS: usize = 0xdead_0000;
 
 /// Reads [`UNMAPPED_ADDRESS`]; the trap handler reports the fault and stops the machine.
 pub fn deliberate_fault() -> ExitCode {
-    defmt::info!("reading unmapped address {=usize:#x} on purpose", UNMAPPED_ADDRESS);
+    defmt::info!(
+        "reading unmapped address {=u64:#x} on purpose",
+        UNMAPPED_ADDRESS as u64
+    );
 
     // SAFETY: none of the facts a volatile read needs holds, on purpose: the address is not
     // mapped, so the load traps before any memory is read, and the trap handler stops the
@@ -29,8 +32,8 @@ pub fn deliberate_fault() -> ExitCode {
     let value = unsafe { core::ptr::read_volatile(UNMAPPED_ADDRESS as *const u64) };
 
     defmt::error!(
-        "read of unmapped address {=usize:#x} returned {=u64:#x} instead of faulting",
-        UNMAPPED_ADDRESS,
+        "read of unmapped address {=u64:#x} returned {=u64:#x} instead of faulting",
+        UNMAPPED_ADDRESS as u64,
         value
     );
     ExitCode::Fault
@@ -48,7 +51,11 @@ fn unmapped_read_reports_page_fault() -> TestResult {
         ktest_assert!(false, "read of an unmapped address did not fault");
         return Ok(());
     };
-    defmt::debug!("probe of {=usize:#x} faulted as expected: {}", UNMAPPED_ADDRESS, fault);
+    defmt::debug!(
+        "probe of {=u64:#x} faulted as expected: {}",
+        UNMAPPED_ADDRESS as u64,
+        fault
+    );
     ktest_assert_eq!(fault.kind, FaultKind::PageFault(Access::Read));
     ktest_assert_eq!(fault.address, UNMAPPED_ADDRESS);
     Ok(())

@@ -52,6 +52,8 @@ pub enum ExitCode {
     Panic = 2,
     /// An unexpected trap (exception) stopped the kernel.
     Fault = 3,
+    /// The firmware's boot data (device tree, PVH `start_info`) could not be used.
+    BootFailed = 4,
 }
 
 /// The architecture-neutral kernel, entered once by the boot CPU.

@@ -71,7 +71,10 @@ pub mod tests {
     use crate::{ktest_assert, ktest_assert_eq};
 
     pub const TESTS: &[KernelTest] = &[
-        KernelTest::new("time::counter_frequency_is_known", counter_frequency_is_known),
+        KernelTest::new(
+            "time::counter_frequency_is_known",
+            counter_frequency_is_known,
+        ),
         KernelTest::new("time::clock_is_monotonic", clock_is_monotonic),
         KernelTest::new("time::clock_advances", clock_advances),
         KernelTest::new("time::tick_conversion", tick_conversion),
@@ -80,7 +83,11 @@ pub mod tests {
     fn counter_frequency_is_known() -> TestResult {
         // Anything from 1 MHz (riscv timebases are 1-25 MHz) to 10 GHz (a TSC).
         let hz = counter_frequency();
-        ktest_assert!((1_000_000..=10_000_000_000).contains(&hz), "implausible frequency", hz);
+        ktest_assert!(
+            (1_000_000..=10_000_000_000).contains(&hz),
+            "implausible frequency",
+            hz
+        );
         Ok(())
     }
 

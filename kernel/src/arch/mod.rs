@@ -48,7 +48,9 @@ pub enum Access {
 pub enum FaultKind {
     /// No valid mapping, or one that forbids the access (riscv: scause 12/13/15; x86: #PF).
     PageFault(Access),
-    /// The access hit a physical address nothing answers at (riscv: scause 1/5/7).
+    /// The access hit a physical address nothing answers at (riscv: scause 1/5/7; x86 has no
+    /// such exception).
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
     AccessFault(Access),
     /// An instruction the CPU does not accept (riscv: scause 2; x86: #UD).
     IllegalInstruction,
@@ -59,7 +61,7 @@ pub enum FaultKind {
 }
 
 /// What a fault was, where it happened and on which address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fault {
     /// The decoded cause.
     pub kind: FaultKind,
@@ -71,4 +73,18 @@ pub struct Fault {
     pub raw_cause: u64,
     /// The error code x86 pushes for some vectors (0 on riscv64).
     pub error_code: u64,
+}
+
+impl defmt::Format for Fault {
+    fn format(&self, f: defmt::Formatter) {
+        defmt::write!(
+            f,
+            "{} at address {=u64:#x}, pc {=u64:#x} (cause {=u64}, error code {=u64:#x})",
+            self.kind,
+            self.address as u64,
+            self.pc as u64,
+            self.raw_cause,
+            self.error_code
+        )
+    }
 }

@@ -55,7 +55,8 @@ impl FrameAllocator {
         let mut kept: Vec<PhysRange, MAX_FREE_RANGES> = Vec::new();
         for existing in &self.free {
             if existing.end < merged.start || merged.end < existing.start {
-                kept.push(*existing).map_err(|_| FrameError::TooFragmented)?;
+                kept.push(*existing)
+                    .map_err(|_| FrameError::TooFragmented)?;
             } else {
                 merged.start = merged.start.min(existing.start);
                 merged.end = merged.end.max(existing.end);
@@ -76,7 +77,8 @@ impl FrameAllocator {
         let mut kept: Vec<PhysRange, MAX_FREE_RANGES> = Vec::new();
         for existing in &self.free {
             if !existing.overlaps(&range) {
-                kept.push(*existing).map_err(|_| FrameError::TooFragmented)?;
+                kept.push(*existing)
+                    .map_err(|_| FrameError::TooFragmented)?;
                 continue;
             }
             let below = PhysRange {
@@ -152,7 +154,10 @@ impl FrameAllocator {
 
     /// Number of free frames.
     pub fn free_frames(&self) -> u64 {
-        self.free.iter().map(|range| range.size() / FRAME_SIZE).sum()
+        self.free
+            .iter()
+            .map(|range| range.size() / FRAME_SIZE)
+            .sum()
     }
 
     /// The free ranges, sorted by address.
@@ -217,6 +222,10 @@ pub mod tests {
         KernelTest::new("mem::frame::unaligned_reservations", unaligned_reservations),
         KernelTest::new("mem::frame::allocate_free_merges", allocate_free_merges),
         KernelTest::new("mem::frame::double_free_is_refused", double_free_is_refused),
+        KernelTest::new(
+            "mem::frame::kernel_allocator_round_trip",
+            kernel_allocator_round_trip,
+        ),
     ];
 
     /// Drains a copy of the live allocator frame by frame: every frame must lie in RAM the
@@ -249,10 +258,19 @@ pub mod tests {
 
     fn unaligned_reservations() -> TestResult {
         let mut allocator = FrameAllocator::new();
-        ktest_assert!(allocator.add_free(range(0x1_0800, 0x10_0000)).is_ok(), "add");
+        ktest_assert!(
+            allocator.add_free(range(0x1_0800, 0x10_0000)).is_ok(),
+            "add"
+        );
         // Firmware blobs rarely end on a frame boundary.
-        ktest_assert!(allocator.reserve(range(0x2_0010, 0x2_0020)).is_ok(), "reserve");
-        ktest_assert!(allocator.reserve(range(0xf_fffe, 0x10_0000)).is_ok(), "reserve");
+        ktest_assert!(
+            allocator.reserve(range(0x2_0010, 0x2_0020)).is_ok(),
+            "reserve"
+        );
+        ktest_assert!(
+            allocator.reserve(range(0xf_fffe, 0x10_0000)).is_ok(),
+            "reserve"
+        );
 
         ktest_assert_eq!(
             allocator.free_ranges(),
@@ -263,7 +281,10 @@ pub mod tests {
 
     fn allocate_free_merges() -> TestResult {
         let mut allocator = FrameAllocator::new();
-        ktest_assert!(allocator.add_free(range(0x10_0000, 0x20_0000)).is_ok(), "add");
+        ktest_assert!(
+            allocator.add_free(range(0x10_0000, 0x20_0000)).is_ok(),
+            "add"
+        );
         let before = allocator.free_frames();
 
         let one = allocator.allocate(1, 1);
@@ -283,9 +304,28 @@ pub mod tests {
 
     fn double_free_is_refused() -> TestResult {
         let mut allocator = FrameAllocator::new();
-        ktest_assert!(allocator.add_free(range(0x10_0000, 0x20_0000)).is_ok(), "add");
+        ktest_assert!(
+            allocator.add_free(range(0x10_0000, 0x20_0000)).is_ok(),
+            "add"
+        );
         let frame = range(0x10_0000, 0x10_1000);
         ktest_assert_eq!(allocator.free(frame), Err(FrameError::AlreadyFree(frame)));
+        Ok(())
+    }
+
+    /// The kernel's own allocator: frames taken come back, and a double free is refused.
+    fn kernel_allocator_round_trip() -> TestResult {
+        let before = snapshot().free_frames();
+        let Some(frames) = allocate(8, 8) else {
+            ktest_assert!(false, "no 8 aligned free frames");
+            return Ok(());
+        };
+        ktest_assert!(frames.start.is_multiple_of(8 * FRAME_SIZE), "misaligned");
+        ktest_assert_eq!(snapshot().free_frames(), before - 8);
+
+        ktest_assert!(free(frames).is_ok(), "free");
+        ktest_assert_eq!(free(frames), Err(FrameError::AlreadyFree(frames)));
+        ktest_assert_eq!(snapshot().free_frames(), before);
         Ok(())
     }
 

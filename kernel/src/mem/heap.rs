@@ -45,10 +45,10 @@ pub(super) fn init(free_frames: u64) {
     unsafe { HEAP.lock().init(start as *mut u8, size) };
 
     defmt::info!(
-        "heap: {=u64} KiB at phys {=u64:#x} (virt {=usize:#x})",
+        "heap: {=u64} KiB at phys {=u64:#x} (virt {=u64:#x})",
         frames.size() >> 10,
         frames.start,
-        start
+        start as u64
     );
 }
 
@@ -61,7 +61,6 @@ pub mod tests {
     //! In-kernel tests of the heap.
 
     use alloc::boxed::Box;
-    use alloc::collections::BTreeMap;
     use alloc::vec::Vec;
 
     use super::*;
@@ -69,7 +68,10 @@ pub mod tests {
     use crate::{ktest_assert, ktest_assert_eq};
 
     pub const TESTS: &[KernelTest] = &[
-        KernelTest::new("mem::heap::survives_allocation_churn", survives_allocation_churn),
+        KernelTest::new(
+            "mem::heap::survives_allocation_churn",
+            survives_allocation_churn,
+        ),
         KernelTest::new("mem::heap::large_and_aligned", large_and_aligned),
     ];
 
@@ -91,24 +93,27 @@ pub mod tests {
     fn survives_allocation_churn() -> TestResult {
         let used_before = used();
         let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
-        let mut live: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut live: Vec<(u8, Vec<u8>)> = Vec::new();
 
         for step in 0..20_000u64 {
             let roll = rng.next();
-            if roll % 3 == 0 && !live.is_empty() {
-                let key = *live.keys().nth((roll >> 8) as usize % live.len()).unwrap_or(&0);
-                if let Some(block) = live.remove(&key) {
-                    let pattern = key as u8;
-                    ktest_assert!(block.iter().all(|&b| b == pattern), "block corrupted", key);
-                }
+            if roll.is_multiple_of(3) && !live.is_empty() {
+                let index = (roll >> 8) as usize % live.len();
+                let (pattern, block) = live.swap_remove(index);
+                ktest_assert!(block.iter().all(|&b| b == pattern), "block corrupted", step);
             } else {
                 let size = 1 + (roll >> 16) as usize % 2048;
-                live.insert(step, alloc::vec![step as u8; size]);
+                let pattern = step as u8;
+                live.push((pattern, alloc::vec![pattern; size]));
             }
         }
 
-        for (key, block) in &live {
-            ktest_assert!(block.iter().all(|&b| b == *key as u8), "block corrupted", *key);
+        for (pattern, block) in &live {
+            ktest_assert!(
+                block.iter().all(|&b| b == *pattern),
+                "block corrupted",
+                *pattern
+            );
         }
         drop(live);
         ktest_assert_eq!(used(), used_before);
@@ -122,7 +127,10 @@ pub mod tests {
         #[repr(align(4096))]
         struct PageAligned([u8; 4096]);
         let page = Box::new(PageAligned([7; 4096]));
-        ktest_assert_eq!(&*page as *const PageAligned as usize % 4096, 0);
+        ktest_assert!(
+            (&*page as *const PageAligned as usize).is_multiple_of(4096),
+            "misaligned"
+        );
         ktest_assert!(page.0.iter().all(|&b| b == 7), "aligned block corrupted");
         Ok(())
     }

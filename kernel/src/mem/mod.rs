@@ -42,7 +42,10 @@ pub fn init(boot_info: &BootInfo) {
     let mut allocator = FrameAllocator::new();
     for region in &boot_info.memory {
         if let Err(error) = allocator.add_free(*region) {
-            panic!("cannot track RAM {:#x}..{:#x}: {:?}", region.start, region.end, error);
+            panic!(
+                "cannot track RAM {:#x}..{:#x}: {:?}",
+                region.start, region.end, error
+            );
         }
     }
 
