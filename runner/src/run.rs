@@ -1,0 +1,436 @@
+//! One run of the kernel in QEMU: start it, decode its log as it comes, stop it when it exits,
+//! times out or Ctrl-C is pressed, and report how it ended.
+//!
+//! Three threads feed one channel: a reader of QEMU's stdout (the serial port), a reader of
+//! its stderr, and a waiter that learns when QEMU exits; the Ctrl-C handler
+//! ([`crate::interrupt`]) sends to the same channel. The calling thread decodes and prints
+//! while it waits on the channel with `recv_timeout` up to the deadline, so nothing polls or
+//! sleeps. After QEMU exits the readers drain what it wrote, for at most [`DRAIN_TIME`].
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, BufRead as _, BufReader};
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::arch::Arch;
+use crate::decode::{KernelSymbols, LogLine, SerialDecoder, SerialItem, SymbolsError};
+use crate::image::{self, ImageError};
+use crate::interrupt;
+use crate::kernel_build::{runner_output_dir, workspace_root};
+use crate::outcome::{Outcome, QemuExit, QemuFailure, classify_exit};
+use crate::qemu::{self, Firmware, Machine, QemuSetupError, process};
+
+/// How long to keep reading QEMU's output after it exited or was killed.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// How the kernel is handed to QEMU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// The ELF, loaded at its physical addresses (0x80200000 on riscv64).
+    #[default]
+    Elf,
+    /// riscv64 only: the flat binary image behind OpenSBI padded to 2600 KiB, which QEMU
+    /// loads at 0x80400000 (see [`crate::image`]).
+    FlatAtSecondAddress,
+}
+
+/// Printing the run as it happens, for a person at a terminal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Echo {
+    /// Colour the log levels.
+    pub color: bool,
+    /// Also print the QEMU command line and the firmware's text.
+    pub verbose: bool,
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// The machine.
+    pub arch: Arch,
+    /// The kernel ELF (also the source of the defmt table).
+    pub kernel: PathBuf,
+    /// How the kernel is handed to QEMU.
+    pub image_format: ImageFormat,
+    /// The kernel command line.
+    pub command_line: String,
+    /// Number of CPUs.
+    pub smp: u32,
+    /// RAM in MiB.
+    pub memory_mib: u32,
+    /// How long the kernel may run before QEMU is killed.
+    pub timeout: Duration,
+    /// Extra arguments for QEMU, appended as they are.
+    pub extra_qemu_args: Vec<OsString>,
+    /// Print the log as it arrives (`None`: only collect it into the report).
+    pub echo: Option<Echo>,
+}
+
+impl RunConfig {
+    /// Default settings: the ELF, an empty command line, 1 CPU, 256 MiB, 60 s, no printing.
+    pub fn new(arch: Arch, kernel: PathBuf) -> Self {
+        Self {
+            arch,
+            kernel,
+            image_format: ImageFormat::Elf,
+            command_line: String::new(),
+            smp: 1,
+            memory_mib: 256,
+            timeout: Duration::from_secs(60),
+            extra_qemu_args: Vec::new(),
+            echo: None,
+        }
+    }
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Every decoded log line, in order.
+    pub lines: Vec<LogLine>,
+    /// The firmware's text before the kernel started.
+    pub firmware_lines: Vec<String>,
+    /// What QEMU wrote on stderr.
+    pub qemu_stderr: Vec<String>,
+    /// Frames that did not decode and were skipped.
+    pub malformed_frames: usize,
+    /// Every byte the serial port gave, undecoded.
+    pub serial_bytes: Vec<u8>,
+    /// Whether the kernel's output (its first 0x00 byte) was seen.
+    pub kernel_started: bool,
+    /// From starting QEMU until it exited (or was killed).
+    pub wall_time: Duration,
+    /// The QEMU command line.
+    pub qemu_command: String,
+}
+
+impl RunReport {
+    /// The messages of all decoded lines.
+    pub fn messages(&self) -> impl Iterator<Item = &str> {
+        self.lines.iter().map(|line| line.message.as_str())
+    }
+
+    /// The whole run as text, for a failing test to show: firmware, log, QEMU's stderr.
+    pub fn transcript(&self) -> String {
+        let mut text = format!("$ {}\n", self.qemu_command);
+        for line in &self.firmware_lines {
+            text.push_str(&format!("firmware| {line}\n"));
+        }
+        for line in &self.lines {
+            text.push_str(&line.render(false));
+            text.push('\n');
+        }
+        for line in &self.qemu_stderr {
+            text.push_str(&format!("qemu stderr| {line}\n"));
+        }
+        text.push_str(&format!(
+            "{} ({:.3} s, {} malformed frames)\n",
+            self.outcome,
+            self.wall_time.as_secs_f64(),
+            self.malformed_frames
+        ));
+        text
+    }
+}
+
+/// Why a run could not even start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("reading the kernel ELF {path}: {source}")]
+    ReadKernel { path: PathBuf, source: io::Error },
+    #[error("the kernel ELF {path} cannot decode the log: {source}")]
+    Symbols { path: PathBuf, source: SymbolsError },
+    #[error("making the kernel image: {0}")]
+    Image(#[from] ImageError),
+    #[error("a flat kernel image boots only on riscv64, not on {0}")]
+    FlatImageUnsupported(Arch),
+    #[error(transparent)]
+    QemuSetup(#[from] QemuSetupError),
+}
+
+/// Boots the kernel as `config` says and reports how the run went.
+pub fn run(config: &RunConfig) -> Result<RunReport, RunError> {
+    let elf = fs::read(&config.kernel).map_err(|source| RunError::ReadKernel {
+        path: config.kernel.clone(),
+        source,
+    })?;
+    let symbols = KernelSymbols::from_elf(&elf).map_err(|source| RunError::Symbols {
+        path: config.kernel.clone(),
+        source,
+    })?;
+    if !symbols.has_locations() && config.echo.is_some() {
+        eprintln!("runner: the kernel ELF has no debug information; no source locations");
+    }
+
+    qemu::ensure_qemu(config.arch)?;
+    let (kernel_image, firmware) = prepare_image(config, &elf)?;
+    let machine = Machine {
+        command_line: config.command_line.clone(),
+        smp: config.smp,
+        memory_mib: config.memory_mib,
+        extra_args: config.extra_qemu_args.clone(),
+    };
+    let args = qemu::qemu_args(config.arch, &kernel_image, &firmware, &machine);
+    let qemu_command = qemu::display_command(config.arch.qemu_binary(), &args);
+    if config.echo.is_some_and(|echo| echo.verbose) {
+        eprintln!("runner: {qemu_command}");
+    }
+
+    let root = workspace_root();
+    let decoder = symbols.decoder(&root);
+    let mut supervisor = Supervisor {
+        config,
+        decoder,
+        report: RunReport {
+            // Replaced by the outcome `run_to_end` returns.
+            outcome: Outcome::Interrupted,
+            lines: Vec::new(),
+            firmware_lines: Vec::new(),
+            qemu_stderr: Vec::new(),
+            malformed_frames: 0,
+            serial_bytes: Vec::new(),
+            kernel_started: false,
+            wall_time: Duration::ZERO,
+            qemu_command,
+        },
+    };
+    let mut command = Command::new(config.arch.qemu_binary());
+    command.args(&args);
+    supervisor.report.outcome = supervisor.run_to_end(command);
+    Ok(supervisor.report)
+}
+
+/// Writes the files QEMU needs for `config.image_format`; returns the `-kernel` file and the
+/// firmware.
+fn prepare_image(config: &RunConfig, elf: &[u8]) -> Result<(PathBuf, Firmware), RunError> {
+    match config.image_format {
+        ImageFormat::Elf => Ok((config.kernel.clone(), Firmware::Default)),
+        ImageFormat::FlatAtSecondAddress if config.arch != Arch::Riscv64 => {
+            Err(RunError::FlatImageUnsupported(config.arch))
+        }
+        ImageFormat::FlatAtSecondAddress => {
+            let flat = image::flat_image(elf)?;
+            let directory = runner_output_dir().join(config.arch.target_triple());
+            let path = directory.join("kernel.bin");
+            image::write_atomically(&path, &flat.bytes)?;
+            let firmware = image::write_padded_opensbi(&directory)?;
+            if config.echo.is_some_and(|echo| echo.verbose) {
+                eprintln!(
+                    "runner: flat image {} ({} bytes, linked for {:#x}) behind {}",
+                    path.display(),
+                    flat.bytes.len(),
+                    flat.link_address,
+                    firmware.display()
+                );
+            }
+            Ok((path, Firmware::File(firmware)))
+        }
+    }
+}
+
+/// What the threads watching QEMU tell the supervising thread.
+pub(crate) enum Event {
+    /// Bytes from the serial port.
+    Serial(Vec<u8>),
+    /// The serial port's pipe closed.
+    SerialClosed,
+    /// A line QEMU wrote on stderr.
+    StderrLine(String),
+    /// QEMU's stderr closed.
+    StderrClosed,
+    /// QEMU exited (not yet reaped).
+    Exited,
+    /// Ctrl-C.
+    Interrupted,
+}
+
+/// The supervising side of one run.
+struct Supervisor<'a> {
+    config: &'a RunConfig,
+    decoder: SerialDecoder<'a>,
+    report: RunReport,
+}
+
+impl Supervisor<'_> {
+    /// Runs `command` (QEMU) to its end, filling in the report; returns the outcome.
+    fn run_to_end(&mut self, mut command: Command) -> Outcome {
+        let (events, receiver) = mpsc::channel();
+        let _ctrl_c = interrupt::register(events.clone());
+
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = match process::spawn_in_own_process_group(&mut command) {
+            Ok(child) => child,
+            Err(error) => {
+                return Outcome::QemuFailed(QemuFailure::SpawnFailed(format!(
+                    "{}: {error}",
+                    self.config.arch.qemu_binary()
+                )));
+            }
+        };
+        start_watchers(&mut child, events);
+
+        let deadline = started + self.config.timeout;
+        let mut serial_open = true;
+        let mut stderr_open = true;
+        let mut exited_at = None;
+        let mut stopped_by_runner = None;
+        let mut drain_deadline = None;
+        while exited_at.is_none() || serial_open || stderr_open {
+            let limit = drain_deadline.unwrap_or(deadline);
+            let event = receiver.recv_timeout(limit.saturating_duration_since(Instant::now()));
+            match event {
+                Ok(Event::Serial(bytes)) => self.serial(&bytes),
+                Ok(Event::SerialClosed) => serial_open = false,
+                Ok(Event::StderrLine(line)) => self.stderr_line(line),
+                Ok(Event::StderrClosed) => stderr_open = false,
+                Ok(Event::Exited) => {
+                    let now = Instant::now();
+                    exited_at = Some(now);
+                    drain_deadline.get_or_insert(now + DRAIN_TIME);
+                }
+                Ok(Event::Interrupted) => {
+                    if exited_at.is_none() && stopped_by_runner.is_none() {
+                        let _ = child.kill();
+                        stopped_by_runner = Some(Outcome::Interrupted);
+                        drain_deadline = Some(Instant::now() + DRAIN_TIME);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) if drain_deadline.is_none() => {
+                    let _ = child.kill();
+                    stopped_by_runner = Some(Outcome::Timeout(self.config.timeout));
+                    drain_deadline = Some(Instant::now() + DRAIN_TIME);
+                }
+                // Done draining, or every sender is gone.
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+
+        let status = child.wait();
+        let end = exited_at.unwrap_or_else(Instant::now);
+        self.report.wall_time = end.duration_since(started);
+        for item in self.decoder.finish() {
+            self.serial_item(item);
+        }
+        self.report.kernel_started = self.decoder.kernel_started();
+        match (stopped_by_runner, status) {
+            (Some(outcome), _) => outcome,
+            (None, Ok(status)) => {
+                let exit = match (status.code(), status.signal()) {
+                    (Some(code), _) => QemuExit::Status(code),
+                    (None, Some(signal)) => QemuExit::Signal(signal),
+                    (None, None) => QemuExit::Status(-1),
+                };
+                classify_exit(self.config.arch, exit, self.report.kernel_started)
+            }
+            (None, Err(error)) => Outcome::QemuFailed(QemuFailure::Lost(error.to_string())),
+        }
+    }
+
+    fn serial(&mut self, bytes: &[u8]) {
+        self.report.serial_bytes.extend_from_slice(bytes);
+        for item in self.decoder.push(bytes) {
+            self.serial_item(item);
+        }
+    }
+
+    fn serial_item(&mut self, item: SerialItem) {
+        let echo = self.config.echo;
+        match item {
+            SerialItem::FirmwareLine(line) => {
+                if echo.is_some_and(|echo| echo.verbose) {
+                    println!("firmware| {line}");
+                }
+                self.report.firmware_lines.push(line);
+            }
+            SerialItem::KernelStarted => {}
+            SerialItem::Log(line) => {
+                if let Some(echo) = echo {
+                    println!("{}", line.render(echo.color));
+                }
+                self.report.lines.push(line);
+            }
+            SerialItem::MalformedFrame => {
+                if echo.is_some() {
+                    eprintln!("runner: skipped a defmt frame that did not decode");
+                }
+                self.report.malformed_frames += 1;
+            }
+        }
+    }
+
+    fn stderr_line(&mut self, line: String) {
+        if self.config.echo.is_some() {
+            eprintln!("{line}");
+        }
+        self.report.qemu_stderr.push(line);
+    }
+}
+
+/// Starts the threads that report QEMU's stdout, its stderr and its exit on `events`.
+fn start_watchers(child: &mut Child, events: Sender<Event>) {
+    if let Some(stdout) = child.stdout.take() {
+        let events = events.clone();
+        thread::spawn(move || forward_serial(stdout, events));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        let events = events.clone();
+        thread::spawn(move || forward_stderr(stderr, events));
+    }
+    let pid = rustix::process::Pid::from_child(child);
+    thread::spawn(move || {
+        // An error means the child is gone already; either way the supervisor reaps it.
+        let _ = process::wait_for_exit_without_reaping(pid);
+        let _ = events.send(Event::Exited);
+    });
+}
+
+/// Sends what QEMU writes to the serial port, chunk by chunk, until the pipe closes.
+fn forward_serial(mut serial: impl io::Read, events: Sender<Event>) {
+    let mut buffer = [0; 4096];
+    loop {
+        match serial.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(count) => {
+                if events
+                    .send(Event::Serial(buffer[..count].to_vec()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = events.send(Event::SerialClosed);
+}
+
+/// Sends QEMU's stderr line by line until the pipe closes.
+fn forward_stderr(stderr: impl io::Read, events: Sender<Event>) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+                if events.send(Event::StderrLine(text)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = events.send(Event::StderrClosed);
+}
