@@ -229,7 +229,10 @@ mod tests {
         let mut uart = Uart16550::new(fake(3));
         uart.registers.writes.clear();
         uart.write_bytes(b"ok");
-        assert_eq!(uart.registers.status_reads, 5, "3 busy polls, then one poll per byte");
+        assert_eq!(
+            uart.registers.status_reads, 5,
+            "3 busy polls, then one poll per byte"
+        );
         assert_eq!(
             uart.registers.writes,
             [(Register::Transmit, b'o'), (Register::Transmit, b'k')]
@@ -241,7 +244,10 @@ mod tests {
         let mut uart = Uart16550::new(fake(u32::MAX));
         uart.write_byte(b'x');
         assert_eq!(uart.registers.status_reads, TRANSMIT_POLL_LIMIT);
-        assert_eq!(uart.registers.writes.last(), Some(&(Register::Transmit, b'x')));
+        assert_eq!(
+            uart.registers.writes.last(),
+            Some(&(Register::Transmit, b'x'))
+        );
     }
 
     #[test]
