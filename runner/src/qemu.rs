@@ -41,8 +41,10 @@ pub fn ensure_qemu(arch: Arch) -> Result<(), QemuSetupError> {
 }
 
 fn set_up(arch: Arch) -> Result<(), QemuSetupError> {
-    // One apt-get at a time in this process, whichever architecture asks.
+    // One apt-get at a time in this process, whichever architecture asks; the check comes
+    // after the lock, so a thread that waited sees what the other one installed.
     static APT: Mutex<()> = Mutex::new(());
+    let _apt = APT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
 
     let missing = missing_parts(arch);
     if missing.is_empty() {
@@ -54,7 +56,6 @@ fn set_up(arch: Arch) -> Result<(), QemuSetupError> {
         return Err(QemuSetupError::CannotInstall { missing, packages });
     }
 
-    let _apt = APT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     eprintln!("runner: {missing} missing; installing the Debian package(s) {packages}");
     apt_get(&["update"])?;
     let mut install = vec!["install", "-y", "--no-install-recommends"];
