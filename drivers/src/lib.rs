@@ -6,6 +6,7 @@
 //!
 //! | module | device |
 //! | --- | --- |
+//! | [`block`] | block devices: the [`block::BlockDevice`] trait filesystems read through, and a RAM disk |
 //! | [`uart16550`] | the 16550 UART: the console of QEMU `virt`, of the VisionFive 2 and COM1 on a PC |
 
 #![no_std]
@@ -13,4 +14,5 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod block;
 pub mod uart16550;
