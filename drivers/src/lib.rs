@@ -8,6 +8,7 @@
 //! | --- | --- |
 //! | [`block`] | block devices: the [`block::BlockDevice`] trait filesystems read through, and a RAM disk |
 //! | [`uart16550`] | the 16550 UART: the console of QEMU `virt`, of the VisionFive 2 and COM1 on a PC |
+//! | [`virtio_blk`] | virtio-blk over any `virtio-drivers` transport (MMIO, PCI), several requests in flight |
 
 #![no_std]
 
@@ -16,3 +17,4 @@ extern crate std;
 
 pub mod block;
 pub mod uart16550;
+pub mod virtio_blk;
