@@ -141,6 +141,70 @@ impl defmt::Format for FirmwareTables {
     }
 }
 
+/// How many memory-mapped virtio devices a [`Devices`] holds; more are dropped with a warning.
+pub const MAX_VIRTIO_MMIO: usize = 32;
+
+/// How many PCI host bridges a [`Devices`] holds; more are dropped with a warning.
+pub const MAX_PCI_HOSTS: usize = 4;
+
+/// A PCI host bridge whose configuration space is memory-mapped (ECAM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciHost {
+    /// The ECAM window: 1 MiB per bus, from bus `bus_start`.
+    pub ecam: PhysRange,
+    /// First bus number the window decodes.
+    pub bus_start: u8,
+    /// Last bus number the window decodes.
+    pub bus_end: u8,
+    /// Where the kernel may place memory BARs that no firmware assigned (riscv64 `virt`
+    /// leaves them to the OS); `None` when the firmware assigned them (x86_64).
+    pub bar_window: Option<PciWindow>,
+}
+
+/// A window of PCI memory space as the CPU sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciWindow {
+    /// The CPU physical address of the window's first byte.
+    pub cpu_start: u64,
+    /// The PCI bus address of the window's first byte.
+    pub pci_start: u64,
+    /// Bytes in the window.
+    pub size: u64,
+}
+
+/// Where the devices the drivers probe are, as the firmware described them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Devices {
+    /// Register windows of virtio-mmio devices (riscv64: every `virtio,mmio` node).
+    pub virtio_mmio: Vec<PhysRange, MAX_VIRTIO_MMIO>,
+    /// PCI host bridges (riscv64: `pci-host-ecam-generic` nodes; x86_64: ACPI MCFG).
+    pub pci_hosts: Vec<PciHost, MAX_PCI_HOSTS>,
+    /// Whether the legacy PCI configuration ports (0xcf8/0xcfc) exist, as a fallback when no
+    /// ECAM window is known (x86_64 only).
+    pub pci_ports: bool,
+}
+
+impl defmt::Format for PciHost {
+    fn format(&self, f: defmt::Formatter) {
+        defmt::write!(
+            f,
+            "ECAM {} for buses {=u8}..={=u8}",
+            self.ecam,
+            self.bus_start,
+            self.bus_end
+        );
+        if let Some(window) = self.bar_window {
+            defmt::write!(
+                f,
+                ", BAR window {=u64:#x}..{=u64:#x} (bus address {=u64:#x})",
+                window.cpu_start,
+                window.cpu_start.saturating_add(window.size),
+                window.pci_start
+            );
+        }
+    }
+}
+
 /// Everything the architecture code learned from the firmware.
 #[derive(Debug)]
 pub struct BootInfo {
@@ -162,4 +226,6 @@ pub struct BootInfo {
     pub console: ConsoleInfo,
     /// Physical address the kernel image was loaded at.
     pub kernel_load_address: u64,
+    /// Devices for the drivers to probe.
+    pub devices: Devices,
 }

@@ -14,6 +14,9 @@ pub enum Action<'a> {
     Fault,
     /// Panic, to show how a panic is reported.
     Panic,
+    /// Mount the root filesystem and log the SHA-256 of every regular file on it; files larger
+    /// than `max_size` bytes (`sha256-all=BYTES`) are listed as skipped instead.
+    HashAllFiles { max_size: Option<u64> },
 }
 
 /// A parsed command line.
@@ -41,6 +44,16 @@ impl<'a> CommandLine<'a> {
             .unwrap_or(Action::Boot)
     }
 
+    /// The disk named by `root=` (`virtio0`, `initrd`, ...); the last one wins.
+    pub fn root(&self) -> Option<&'a str> {
+        self.words()
+            .filter_map(|word| match split_word(word) {
+                ("root", Some(value)) if !value.is_empty() => Some(value),
+                _ => None,
+            })
+            .last()
+    }
+
     /// Words the kernel does not know, to be reported.
     pub fn unknown_words(&self) -> impl Iterator<Item = &'a str> {
         self.words().filter(|word| !is_known(word))
@@ -63,6 +76,10 @@ fn action_of_word(word: &str) -> Option<Action<'_>> {
         }),
         ("fault", Some("read")) => Some(Action::Fault),
         ("panic", None) => Some(Action::Panic),
+        ("sha256-all", None) => Some(Action::HashAllFiles { max_size: None }),
+        ("sha256-all", Some(bytes)) => Some(Action::HashAllFiles {
+            max_size: Some(bytes.parse().ok()?),
+        }),
         _ => None,
     }
 }
@@ -108,6 +125,28 @@ pub mod tests {
             CommandLine::parse("fault=write").action() == Action::Boot,
             "an unknown fault kind is not an action"
         );
+
+        ktest_assert!(
+            CommandLine::parse("root=virtio0 sha256-all").action()
+                == Action::HashAllFiles { max_size: None },
+            "sha256-all hashes every file"
+        );
+        ktest_assert!(
+            CommandLine::parse("sha256-all=4096").action()
+                == Action::HashAllFiles {
+                    max_size: Some(4096)
+                },
+            "sha256-all=BYTES skips larger files"
+        );
+        ktest_assert!(
+            CommandLine::parse("sha256-all=4k").action() == Action::Boot,
+            "a size that is not a number is not an action"
+        );
+        ktest_assert_eq!(
+            CommandLine::parse("root=virtio0 quiet root=initrd").root(),
+            Some("initrd")
+        );
+        ktest_assert_eq!(CommandLine::parse("root= test").root(), None);
 
         let line = CommandLine::parse("test bogus=1 console=ttyS0 fault=write");
         let mut unknown = line.unknown_words();

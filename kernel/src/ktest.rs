@@ -62,6 +62,7 @@ pub const SUITES: &[&[KernelTest]] = &[
     crate::mem::heap::tests::TESTS,
     crate::arch::TESTS,
     crate::fault_tests::TESTS,
+    crate::block::dma::tests::TESTS,
 ];
 
 /// How a test run went.

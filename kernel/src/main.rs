@@ -18,6 +18,8 @@
 //! | `test` / `test=PATTERN` | run the in-kernel tests (those whose name contains PATTERN) |
 //! | `fault=read` | read an unmapped address, to show the trap handler's report |
 //! | `panic` | panic on purpose, to show the panic handler's report |
+//! | `root=DISK` | mount gfs2 from that disk (`virtio0`, `initrd`, ...) instead of the first that has it |
+//! | `sha256-all` / `sha256-all=BYTES` | mount the root filesystem and log the SHA-256 of every regular file (of at most BYTES bytes) |
 
 #![no_std]
 #![no_main]
@@ -28,6 +30,7 @@
 extern crate alloc;
 
 mod arch;
+mod block;
 mod boot;
 mod cmdline;
 mod fault_tests;
@@ -35,6 +38,7 @@ mod ktest;
 mod log;
 mod mem;
 mod panic;
+mod rootfs;
 mod time;
 
 use boot::BootInfo;
@@ -78,8 +82,22 @@ pub fn kernel_main(boot_info: &BootInfo) -> ! {
         }
         Action::Fault => fault_tests::deliberate_fault(),
         Action::Panic => panic!("panic requested on the command line"),
+        Action::HashAllFiles { max_size } => {
+            let disks = block::probe(boot_info);
+            match rootfs::mount(&disks, command_line.root()) {
+                Some(filesystem) => {
+                    rootfs::hash_all_files(&filesystem, max_size.unwrap_or(u64::MAX));
+                    ExitCode::Success
+                }
+                None => ExitCode::BootFailed,
+            }
+        }
         Action::Boot => {
             defmt::info!("boot complete");
+            let disks = block::probe(boot_info);
+            if let Some(filesystem) = rootfs::mount(&disks, command_line.root()) {
+                rootfs::show(&filesystem);
+            }
             ExitCode::Success
         }
     };

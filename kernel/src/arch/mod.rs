@@ -20,6 +20,8 @@
 //! | `read_counter() -> u64` | a free-running, monotonic counter (`rdtime`, TSC) |
 //! | `console_write(&[u8])` | polled write to the boot console; callable in any context |
 //! | `phys_to_virt(u64) -> usize` | address of physical memory in the kernel's direct map |
+//! | `legacy_pci_config() -> Option<LegacyPciConfig>` | PCI configuration ports, where the architecture has them (x86_64) |
+//! | `virt_to_phys(usize, usize) -> Option<u64>` | physical address of a buffer in the direct map or the kernel image (for DMA) |
 //! | `exit(ExitCode) -> !` | stops the machine, telling QEMU the code |
 //! | `probe_read(usize) -> Result<u64, Fault>` | a read that reports a fault instead of dying |
 //! | `TESTS: &[KernelTest]` | the architecture's own in-kernel tests |

@@ -49,6 +49,7 @@ mod cpu;
 mod devicetree;
 mod entry;
 mod paging;
+mod pci;
 mod power;
 mod startup;
 mod tests;
@@ -56,7 +57,8 @@ mod trap;
 
 pub use console::console_write;
 pub use cpu::read_counter;
-pub use paging::phys_to_virt;
+pub use paging::{phys_to_virt, virt_to_phys};
+pub use pci::legacy_pci_config;
 pub use power::exit;
 pub use tests::TESTS;
 pub use trap::probe_read;

@@ -84,6 +84,23 @@ pub fn phys_to_virt(physical: u64) -> usize {
     DIRECT_MAP_OFFSET.wrapping_add(physical as usize)
 }
 
+/// The physical address of the `len` bytes at `virtual_address`, if they lie in one linear
+/// mapping (the direct map or the kernel image) and so are physically contiguous.
+pub fn virt_to_phys(virtual_address: usize, len: usize) -> Option<u64> {
+    let end = virtual_address.checked_add(len)?;
+
+    let direct_map_end = DIRECT_MAP_OFFSET + DIRECT_MAP_SIZE as usize;
+    if virtual_address >= DIRECT_MAP_OFFSET && end <= direct_map_end {
+        return Some((virtual_address - DIRECT_MAP_OFFSET) as u64);
+    }
+
+    let (image_start, image_end) = kernel_link_range();
+    if virtual_address >= image_start && end <= image_end {
+        return Some(kernel_load_address() + (virtual_address - image_start) as u64);
+    }
+    None
+}
+
 /// Whether `range` (physical) lies entirely inside the direct map.
 pub fn in_direct_map(start: u64, end: u64) -> bool {
     start <= end && end <= DIRECT_MAP_SIZE

@@ -82,6 +82,20 @@ fn discover(
     };
     let found = tree.reservations(&memory, placement, initrd)?;
 
+    let (devices, dropped) = tree.devices()?;
+    if dropped > 0 {
+        defmt::warn!(
+            "device tree: {=usize} device nodes past the kernel's limits were left out",
+            dropped
+        );
+    }
+    for window in &devices.virtio_mmio {
+        defmt::debug!("device tree: virtio-mmio at {}", window);
+    }
+    for host in &devices.pci_hosts {
+        defmt::debug!("device tree: PCI host bridge, {}", host);
+    }
+
     let mut reserved = Vec::new();
     for found in &found {
         log_reservation_source(found.reservation.range, found.source);
@@ -99,6 +113,7 @@ fn discover(
         firmware_tables: FirmwareTables::DeviceTree(device_tree_address),
         console,
         kernel_load_address: load_address,
+        devices,
     })
 }
 

@@ -29,6 +29,14 @@ pub const TESTS: &[KernelTest] = &[
         devicetree::visionfive2_blob,
     ),
     KernelTest::new(
+        "riscv64::devicetree::devices::qemu_virt_devices",
+        super::devicetree::devices::tests::qemu_virt_devices,
+    ),
+    KernelTest::new(
+        "riscv64::devicetree::devices::visionfive2_has_no_virtio_or_ecam_bridge",
+        super::devicetree::devices::tests::visionfive2_has_no_virtio_or_ecam_bridge,
+    ),
+    KernelTest::new(
         "riscv64::devicetree::synthetic_tree",
         devicetree::synthetic_tree,
     ),

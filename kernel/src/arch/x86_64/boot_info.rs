@@ -17,7 +17,8 @@ use heapless::Vec;
 
 use super::pvh::{MAX_MEMORY_MAP_ENTRIES, MemoryType, StartInfo};
 use crate::boot::{
-    BootInfo, ConsoleInfo, FirmwareTables, MAX_REGIONS, PhysRange, Reservation, ReservedKind,
+    BootInfo, ConsoleInfo, Devices, FirmwareTables, MAX_REGIONS, PhysRange, Reservation,
+    ReservedKind,
 };
 
 /// The first MiB of physical memory, where a PC keeps its real-mode firmware data.
@@ -90,6 +91,10 @@ pub fn build(
             port: facts.console_port,
         },
         kernel_load_address: facts.kernel_image.start,
+        devices: Devices {
+            pci_ports: true,
+            ..Devices::default()
+        },
     })
 }
 

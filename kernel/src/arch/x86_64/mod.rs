@@ -37,11 +37,13 @@
 //! - See also `paging.rs` (the direct map's 64 GiB limit, no per-section permissions) and
 //!   `tsc.rs` (the TSC is assumed invariant).
 
+mod acpi;
 mod boot_info;
 mod console;
 mod cpu;
 mod entry;
 mod paging;
+mod pci;
 mod pvh;
 mod segments;
 mod trap;
@@ -53,7 +55,8 @@ use boot_info::MachineFacts;
 
 pub use console::console_write;
 pub use cpu::exit;
-pub use paging::phys_to_virt;
+pub use paging::{phys_to_virt, virt_to_phys};
+pub use pci::legacy_pci_config;
 use stack::Stack;
 pub use trap::probe_read;
 pub use tsc::read_counter;
@@ -113,7 +116,24 @@ extern "C" fn start(start_info_address: u32) -> ! {
         console_port: console::COM1_PORT,
     };
     match boot_info::build(&start_info, &facts) {
-        Ok(boot_info) => crate::kernel_main(&boot_info),
+        Ok(mut boot_info) => {
+            // ACPI tables sit outside the RAM entries of the memory map (e820 types 3 and 4),
+            // so the frame allocator never hands them out: they stay as the firmware wrote
+            // them, which is what `BootDirectMap` needs.
+            match acpi::pci_hosts(&memory::BootDirectMap, start_info.rsdp) {
+                Ok(hosts) => {
+                    for host in &hosts {
+                        defmt::debug!("ACPI: PCI host bridge, {}", host);
+                    }
+                    boot_info.devices.pci_hosts = hosts;
+                }
+                Err(error) => defmt::debug!(
+                    "ACPI: no PCI ECAM window ({}); PCI through the configuration ports",
+                    error
+                ),
+            }
+            crate::kernel_main(&boot_info)
+        }
         Err(error) => {
             defmt::error!("cannot boot: {}", defmt::Display2Format(&error));
             exit(ExitCode::Fault)
@@ -202,6 +222,14 @@ pub const TESTS: &[KernelTest] = &[
     KernelTest::new(
         "x86_64::tsc::counter_advances",
         tsc::tests::counter_advances,
+    ),
+    KernelTest::new(
+        "x86_64::acpi::finds_the_ecam_window_of_segment_0",
+        acpi::tests::finds_the_ecam_window_of_segment_0,
+    ),
+    KernelTest::new(
+        "x86_64::acpi::refuses_corrupt_tables",
+        acpi::tests::refuses_corrupt_tables,
     ),
 ];
 

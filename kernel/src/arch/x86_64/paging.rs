@@ -100,6 +100,24 @@ pub fn phys_to_virt(physical: u64) -> usize {
     (DIRECT_MAP_BASE + physical) as usize
 }
 
+/// The physical address of the `len` bytes at `virtual_address`, if they lie in one linear
+/// mapping (the direct map or the kernel image) and so are physically contiguous.
+pub fn virt_to_phys(virtual_address: usize, len: usize) -> Option<u64> {
+    let start = virtual_address as u64;
+    let end = start.checked_add(len as u64)?;
+
+    let direct_map_end = DIRECT_MAP_BASE + DIRECT_MAP_MAX_GIB as u64 * GIB;
+    if start >= DIRECT_MAP_BASE && end <= direct_map_end {
+        return Some(start - DIRECT_MAP_BASE);
+    }
+
+    let image = kernel_image();
+    if start >= KERNEL_BASE + image.start && end <= KERNEL_BASE + image.end {
+        return Some(kernel_virt_to_phys(start));
+    }
+    None
+}
+
 /// The physical address of `virtual_address`, an address inside the kernel image.
 pub fn kernel_virt_to_phys(virtual_address: u64) -> u64 {
     virtual_address - KERNEL_BASE

@@ -14,6 +14,7 @@
 //! | [`console_uart`](DeviceTree::console_uart) | `/chosen/stdout-path`, else the first 16550 |
 //! | [`exit_device`](DeviceTree::exit_device) | the first `sifive,test0`/`sifive,test1` node |
 //! | [`reservations`](DeviceTree::reservations) | `/reserved-memory`, `/memreserve/` (and more) |
+//! | [`devices`](DeviceTree::devices) | `virtio,mmio` nodes, `pci-host-ecam-generic` bridges |
 //!
 //! `stdout-path` may be a path or an alias, and its `:115200n8`-style options are ignored.
 //! Reservations also cover the kernel image, the blob, the initrd and the firmware: all RAM
@@ -29,6 +30,7 @@
 //! - `/reserved-memory` children without `reg` (a `size` the OS is asked to place) reserve
 //!   nothing: nothing in the kernel uses such regions yet.
 
+pub mod devices;
 mod structure;
 pub mod tests;
 

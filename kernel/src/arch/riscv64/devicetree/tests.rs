@@ -16,6 +16,11 @@ use crate::{ktest_assert, ktest_assert_eq};
 /// `jh7110-starfive-visionfive-2-v1.3b.dts`).
 static VISIONFIVE2: &[u8] = include_bytes!("../testdata/jh7110-starfive-visionfive-2-v1.3b.dtb");
 
+/// The VisionFive 2's blob, for the tests of other device-tree modules.
+pub fn visionfive2_bytes() -> &'static [u8] {
+    VISIONFIVE2
+}
+
 /// Unwraps a `Result`, failing the test (and logging the error) on `Err`.
 macro_rules! expect_ok {
     ($result:expr, $message:literal) => {
