@@ -5,6 +5,10 @@
 //! (callers pass whole blocks, which always are); what the values mean and whether they are
 //! sane is decided by the modules that use them. Offsets and sizes follow Linux's
 //! `include/uapi/linux/gfs2_ondisk.h`.
+//!
+//! The `encode` methods are the inverse, for the host-side image writer (`runner gfs2 mkfs`):
+//! each writes the fields its decoder reads, and zeroes (or sets to the conventional value)
+//! the padding and the fields the decoder skips, so one definition of each offset serves both.
 
 /// Magic number at the start of every metadata block.
 pub const GFS2_MAGIC: u32 = 0x0116_1970;
@@ -101,6 +105,21 @@ pub fn be64(bytes: &[u8], offset: usize) -> u64 {
     u64::from_be_bytes(raw)
 }
 
+/// Writes a big-endian `u16` at `offset`.
+pub fn put16(bytes: &mut [u8], offset: usize, value: u16) {
+    bytes[offset..offset + 2].copy_from_slice(&value.to_be_bytes());
+}
+
+/// Writes a big-endian `u32` at `offset`.
+pub fn put32(bytes: &mut [u8], offset: usize, value: u32) {
+    bytes[offset..offset + 4].copy_from_slice(&value.to_be_bytes());
+}
+
+/// Writes a big-endian `u64` at `offset`.
+pub fn put64(bytes: &mut [u8], offset: usize, value: u64) {
+    bytes[offset..offset + 8].copy_from_slice(&value.to_be_bytes());
+}
+
 /// `struct gfs2_meta_header`: the first 24 bytes of every metadata block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetaHeader {
@@ -121,6 +140,22 @@ impl MetaHeader {
             format: be32(block, 16),
         }
     }
+
+    /// Writes the header of a block of type `meta_type` at the start of `block`, with the
+    /// conventional format (type × 100) and zero padding.
+    pub fn encode(meta_type: MetaType, block: &mut [u8]) {
+        block[..META_HEADER_SIZE].fill(0);
+        put32(block, 0, GFS2_MAGIC);
+        put32(block, 4, meta_type as u32);
+        put32(block, 16, meta_type.format());
+    }
+}
+
+impl MetaType {
+    /// The conventional `mh_format` of a block of this type: the type × 100.
+    pub fn format(self) -> u32 {
+        self as u32 * 100
+    }
 }
 
 /// `struct gfs2_inum`: how directory entries and the superblock name a dinode.
@@ -139,6 +174,11 @@ impl Inum {
             formal_ino: be64(bytes, offset),
             addr: be64(bytes, offset + 8),
         }
+    }
+
+    fn encode(&self, bytes: &mut [u8], offset: usize) {
+        put64(bytes, offset, self.formal_ino);
+        put64(bytes, offset + 8, self.addr);
     }
 }
 
@@ -192,6 +232,22 @@ impl RawSuperblock {
             lock_table,
             uuid,
         }
+    }
+
+    /// Writes the superblock into the first [`Self::SIZE`] bytes of `bytes` (the header's
+    /// magic, type and format come from [`MetaHeader::encode`], not from `self.header`).
+    pub fn encode(&self, bytes: &mut [u8]) {
+        bytes[..Self::SIZE].fill(0);
+        MetaHeader::encode(MetaType::Superblock, bytes);
+        put32(bytes, 24, self.fs_format);
+        put32(bytes, 28, self.multihost_format);
+        put32(bytes, 36, self.bsize);
+        put32(bytes, 40, self.bsize_shift);
+        self.master_dir.encode(bytes, 48);
+        self.root_dir.encode(bytes, 80);
+        bytes[96..160].copy_from_slice(&self.lock_protocol);
+        bytes[160..224].copy_from_slice(&self.lock_table);
+        bytes[256..272].copy_from_slice(&self.uuid);
     }
 }
 
@@ -295,6 +351,39 @@ impl Dinode {
             eattr: be64(bytes, 168),
         }
     }
+
+    /// Writes the dinode into the first [`DINODE_SIZE`] bytes of `bytes`, padding zeroed.
+    /// The header gets [`GFS2_MAGIC`], type 4 and format 400 whatever `self` holds.
+    pub fn encode(&self, bytes: &mut [u8]) {
+        bytes[..DINODE_SIZE].fill(0);
+        MetaHeader::encode(MetaType::Dinode, bytes);
+        self.num.encode(bytes, 24);
+        put32(bytes, 40, self.mode);
+        put32(bytes, 44, self.uid);
+        put32(bytes, 48, self.gid);
+        put32(bytes, 52, self.nlink);
+        put64(bytes, 56, self.size);
+        put64(bytes, 64, self.blocks);
+        for (time, seconds, nanoseconds) in [
+            (self.atime, 72, 176),
+            (self.mtime, 80, 180),
+            (self.ctime, 88, 184),
+        ] {
+            put64(bytes, seconds, time.seconds as u64);
+            put32(bytes, nanoseconds, time.nanoseconds);
+        }
+        put32(bytes, 96, self.major);
+        put32(bytes, 100, self.minor);
+        put64(bytes, 104, self.goal_meta);
+        put64(bytes, 112, self.goal_data);
+        put64(bytes, 120, self.generation);
+        put32(bytes, 128, self.flags);
+        put32(bytes, 132, self.payload_format);
+        put16(bytes, 138, self.height);
+        put16(bytes, 146, self.depth);
+        put32(bytes, 148, self.entries);
+        put64(bytes, 168, self.eattr);
+    }
 }
 
 /// `struct gfs2_dirent` without the name.
@@ -324,6 +413,26 @@ impl RawDirent {
         }
     }
 
+    /// Bytes an entry with a name of `name_len` bytes needs (`GFS2_DIRENT_SIZE`): the header
+    /// and the name, rounded up to 8.
+    pub const fn size_for(name_len: usize) -> usize {
+        (DIRENT_HEADER_SIZE + name_len + 7) & !7
+    }
+
+    /// Writes the entry's header at `offset` and `name` after it; the padding and the rest of
+    /// the record are zeroed. `self.name_len` must be `name.len()`, and `rec_len` must cover
+    /// both and stay within `bytes`.
+    pub fn encode(&self, bytes: &mut [u8], offset: usize, name: &[u8]) {
+        let record = &mut bytes[offset..offset + usize::from(self.rec_len)];
+        record.fill(0);
+        self.inum.encode(record, 0);
+        put32(record, 16, self.hash);
+        put16(record, 20, self.rec_len);
+        put16(record, 22, self.name_len);
+        put16(record, 24, self.file_type);
+        record[DIRENT_HEADER_SIZE..DIRENT_HEADER_SIZE + name.len()].copy_from_slice(name);
+    }
+
     /// Whether this is a sentinel (a deleted first entry) rather than a live entry.
     pub fn is_sentinel(&self) -> bool {
         self.inum.addr == 0 || self.inum.formal_ino == 0
@@ -350,7 +459,23 @@ impl RawLeaf {
             next: be64(block, 32),
         }
     }
+
+    /// Writes the header and leaf header of a leaf block owned by the directory at
+    /// `owner`; `distance` is 1 for a leaf the hash table names, 2, 3, ... along its chain.
+    pub fn encode(&self, block: &mut [u8], owner: u64, distance: u32) {
+        block[..LEAF_HEADER_SIZE].fill(0);
+        MetaHeader::encode(MetaType::Leaf, block);
+        put16(block, 24, self.depth);
+        put16(block, 26, self.entries);
+        put32(block, 28, DIRENT_FORMAT);
+        put64(block, 32, self.next);
+        put64(block, 40, owner);
+        put32(block, 48, distance);
+    }
 }
+
+/// `lf_dirent_format` and the `di_payload_format` of a linear directory.
+pub const DIRENT_FORMAT: u32 = 1200;
 
 /// `struct gfs2_rindex`: where one resource group lies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -378,6 +503,16 @@ impl RindexEntry {
             data: be32(bytes, 24),
             bitbytes: be32(bytes, 28),
         }
+    }
+
+    /// Writes the entry into the first [`RINDEX_ENTRY_SIZE`] bytes of `bytes`.
+    pub fn encode(&self, bytes: &mut [u8]) {
+        bytes[..RINDEX_ENTRY_SIZE].fill(0);
+        put64(bytes, 0, self.addr);
+        put32(bytes, 8, self.length);
+        put64(bytes, 16, self.data0);
+        put32(bytes, 24, self.data);
+        put32(bytes, 28, self.bitbytes);
     }
 }
 
@@ -419,6 +554,23 @@ impl RgrpHeader {
             bitbytes: be32(block, 60),
             crc: be32(block, RGRP_CRC_OFFSET),
         }
+    }
+
+    /// Writes the header into the first [`RGRP_HEADER_SIZE`] bytes of `block` and stores
+    /// the CRC it computes in `rg_crc` (ignoring `self.crc`).
+    pub fn encode(&self, block: &mut [u8]) {
+        block[..RGRP_HEADER_SIZE].fill(0);
+        MetaHeader::encode(MetaType::Rgrp, block);
+        put32(block, 24, self.flags);
+        put32(block, 28, self.free);
+        put32(block, 32, self.dinodes);
+        put32(block, 36, self.skip);
+        put64(block, 40, self.igeneration);
+        put64(block, 48, self.data0);
+        put32(block, 56, self.data);
+        put32(block, 60, self.bitbytes);
+        let crc = Self::compute_crc(block);
+        put32(block, RGRP_CRC_OFFSET, crc);
     }
 
     /// The CRC-32 that `rg_crc` should hold for the header at the start of `block`.
@@ -495,6 +647,92 @@ mod tests {
 
         assert_eq!(RgrpHeader::compute_crc(&first), 0x16F7_CA2F);
         assert_eq!(RgrpHeader::compute_crc(&second), 0x2491_348D);
+    }
+
+    #[test]
+    fn encoded_rgrp_header_carries_mkfs_crc() {
+        let header = RgrpHeader {
+            flags: 0,
+            free: 14043,
+            dinodes: 9,
+            skip: 0,
+            igeneration: 0,
+            data0: 2075,
+            data: 14308,
+            bitbytes: 3577,
+            crc: 0,
+        };
+        let mut block = [0xAA; RGRP_HEADER_SIZE];
+
+        header.encode(&mut block);
+
+        assert_eq!(RgrpHeader::decode(&block).crc, 0x16F7_CA2F);
+        assert_eq!(RgrpHeader::decode(&block).free, 14043);
+        assert_eq!(MetaHeader::decode(&block).format, 200);
+    }
+
+    #[test]
+    fn encoded_structures_decode_to_themselves() {
+        let mut bytes = [0u8; DINODE_SIZE];
+        bytes[40..44].copy_from_slice(&0o100644u32.to_be_bytes());
+        bytes[..4].copy_from_slice(&GFS2_MAGIC.to_be_bytes());
+        bytes[4..8].copy_from_slice(&4u32.to_be_bytes());
+        bytes[16..20].copy_from_slice(&400u32.to_be_bytes());
+        let mut dinode = Dinode::decode(&bytes);
+        dinode.num = Inum {
+            formal_ino: 7,
+            addr: 1234,
+        };
+        dinode.size = 1 << 40;
+        dinode.mtime = Timestamp {
+            seconds: -5,
+            nanoseconds: 17,
+        };
+        dinode.height = 3;
+        dinode.entries = 9;
+        let mut encoded = [0xFF; DINODE_SIZE];
+        dinode.encode(&mut encoded);
+        assert_eq!(Dinode::decode(&encoded), dinode);
+
+        let dirent = RawDirent {
+            inum: Inum {
+                formal_ino: 3,
+                addr: 99,
+            },
+            hash: name_hash(b"hello"),
+            rec_len: 56,
+            name_len: 5,
+            file_type: 8,
+        };
+        let mut block = [0xFF; 64];
+        dirent.encode(&mut block, 8, b"hello");
+        assert_eq!(RawDirent::decode(&block, 8), dirent);
+        assert_eq!(&block[48..53], b"hello");
+        assert_eq!(RawDirent::size_for(5), 48);
+        assert_eq!(RawDirent::size_for(8), 48);
+        assert_eq!(RawDirent::size_for(9), 56);
+
+        let leaf = RawLeaf {
+            depth: 2,
+            entries: 4,
+            next: 77,
+        };
+        let mut block = [0xFF; LEAF_HEADER_SIZE];
+        leaf.encode(&mut block, 500, 1);
+        assert_eq!(RawLeaf::decode(&block), leaf);
+        assert_eq!(be64(&block, 40), 500);
+
+        let entry = RindexEntry {
+            addr: 17,
+            length: 1,
+            data0: 18,
+            data: 2056,
+            bitbytes: 514,
+        };
+        let mut bytes = [0xFF; RINDEX_ENTRY_SIZE];
+        entry.encode(&mut bytes);
+        assert_eq!(RindexEntry::decode(&bytes), entry);
+        assert!(bytes[32..].iter().all(|&byte| byte == 0));
     }
 
     #[test]
