@@ -24,6 +24,7 @@
 //! | 7 | building the kernel failed |
 //! | 8 | QEMU is missing and could not be installed |
 //! | 9 | the runner failed otherwise (unreadable kernel ELF, I/O) |
+//! | 10 | a gfs2 command failed on the image (no such path, a corrupt filesystem) |
 //! | 64 | bad command line |
 //! | 130 | interrupted by Ctrl-C; QEMU was killed |
 //!
@@ -31,10 +32,13 @@
 //! through QEMU's exit status on each architecture.
 
 pub mod arch;
+pub mod debian;
 pub mod decode;
+pub mod gfs2;
 pub mod image;
 mod interrupt;
 pub mod kernel_build;
+pub mod mkfs;
 pub mod outcome;
 pub mod qemu;
 pub mod run;
@@ -44,6 +48,7 @@ pub use decode::{KernelSymbols, Level, LogLine, SerialItem, SourceLocation};
 pub use interrupt::install_ctrl_c_handler;
 pub use kernel_build::{BuildError, LogLevel, build_kernel};
 pub use outcome::{Outcome, QemuFailure, RunnerStatus};
+pub use qemu::{DiskBus, DiskImage};
 pub use run::{Echo, ImageFormat, RunConfig, RunError, RunReport, run};
 
 /// Anything that stops the runner before a run has an outcome.

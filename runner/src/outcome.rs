@@ -184,6 +184,9 @@ pub enum RunnerStatus {
     QemuUnavailable = 8,
     /// The runner could not do its part: an unreadable kernel ELF, a file it could not write.
     RunnerError = 9,
+    /// A `runner gfs2` command could not do what was asked of the image: a missing path, a
+    /// corrupt filesystem.
+    Gfs2Failed = 10,
     /// A bad command line (clap reports it).
     Usage = 64,
     Interrupted = 130,
@@ -191,7 +194,7 @@ pub enum RunnerStatus {
 
 impl RunnerStatus {
     /// Every status, in the order of the table in `--help`.
-    pub const ALL: [RunnerStatus; 12] = [
+    pub const ALL: [RunnerStatus; 13] = [
         RunnerStatus::Success,
         RunnerStatus::TestsFailed,
         RunnerStatus::KernelPanic,
@@ -202,6 +205,7 @@ impl RunnerStatus {
         RunnerStatus::BuildFailed,
         RunnerStatus::QemuUnavailable,
         RunnerStatus::RunnerError,
+        RunnerStatus::Gfs2Failed,
         RunnerStatus::Usage,
         RunnerStatus::Interrupted,
     ];
@@ -226,6 +230,9 @@ impl RunnerStatus {
             RunnerStatus::BuildFailed => "building the kernel failed",
             RunnerStatus::QemuUnavailable => "QEMU is missing and could not be installed",
             RunnerStatus::RunnerError => "the runner failed otherwise (unreadable kernel ELF, I/O)",
+            RunnerStatus::Gfs2Failed => {
+                "a gfs2 command failed on the image (no such path, a corrupt filesystem)"
+            }
             RunnerStatus::Usage => "bad command line",
             RunnerStatus::Interrupted => "interrupted by Ctrl-C; QEMU was killed",
         }

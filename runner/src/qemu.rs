@@ -14,9 +14,10 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use crate::arch::Arch;
+use crate::debian;
 use crate::image::OPENSBI_FW_DYNAMIC;
 
 /// Why QEMU is not available.
@@ -41,10 +42,9 @@ pub fn ensure_qemu(arch: Arch) -> Result<(), QemuSetupError> {
 }
 
 fn set_up(arch: Arch) -> Result<(), QemuSetupError> {
-    // One apt-get at a time in this process, whichever architecture asks; the check comes
-    // after the lock, so a thread that waited sees what the other one installed.
-    static APT: Mutex<()> = Mutex::new(());
-    let _apt = APT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // One apt-get at a time in this process, whichever program asks; the check comes after
+    // the lock, so a thread that waited sees what the other one installed.
+    let _apt = debian::apt_lock();
 
     let missing = missing_parts(arch);
     if missing.is_empty() {
@@ -52,21 +52,21 @@ fn set_up(arch: Arch) -> Result<(), QemuSetupError> {
     }
     let packages = arch.debian_packages().join(" ");
     let missing = missing.join(" and ");
-    if !may_install_packages() {
+    if !debian::may_install_packages() {
         return Err(QemuSetupError::CannotInstall { missing, packages });
     }
 
     eprintln!("runner: {missing} missing; installing the Debian package(s) {packages}");
-    apt_get(&["update"])?;
+    debian::apt_get(&["update"])?;
     let mut install = vec!["install", "-y", "--no-install-recommends"];
     install.extend(arch.debian_packages());
-    if apt_get(&install).is_err() {
+    if debian::apt_get(&install).is_err() {
         eprintln!(
             "runner: apt-get install failed; retrying while removing qemu-utils, whose newer \
              version breaks qemu-system-common (< 8.0)"
         );
         install.push("qemu-utils-");
-        apt_get(&install)?;
+        debian::apt_get(&install)?;
     }
 
     let still_missing = missing_parts(arch);
@@ -99,31 +99,12 @@ fn missing_parts(arch: Arch) -> Vec<String> {
     missing
 }
 
-/// Whether the runner may install packages: root on Debian.
-fn may_install_packages() -> bool {
-    rustix::process::geteuid().is_root() && Path::new("/etc/debian_version").is_file()
-}
-
-/// Runs `apt-get ARGS` non-interactively, its output on stderr.
-fn apt_get(args: &[&str]) -> Result<(), QemuSetupError> {
-    let command = format!("apt-get {}", args.join(" "));
-    let status = Command::new("apt-get")
-        .args(args)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin(Stdio::null())
-        .stdout(std::io::stderr())
-        .status()
-        .map_err(|error| QemuSetupError::AptFailed {
-            command: command.clone(),
-            status: error.to_string(),
-        })?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(QemuSetupError::AptFailed {
-            command,
-            status: status.to_string(),
-        })
+impl From<debian::AptError> for QemuSetupError {
+    fn from(error: debian::AptError) -> Self {
+        QemuSetupError::AptFailed {
+            command: error.command,
+            status: error.status,
+        }
     }
 }
 
@@ -136,6 +117,45 @@ pub enum Firmware {
     File(PathBuf),
 }
 
+/// How a disk image is attached to the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum DiskBus {
+    /// virtio-blk over a virtio-mmio slot of riscv64 `virt` (QEMU's default legacy transport).
+    Mmio,
+    /// virtio-blk over virtio-mmio, the modern (version 2) transport
+    /// (`-global virtio-mmio.force-legacy=false`).
+    MmioModern,
+    /// virtio-blk on PCI (`virtio-blk-pci`).
+    Pci,
+}
+
+impl DiskBus {
+    /// The bus a disk goes on when none is asked for: MMIO on riscv64, PCI on x86_64 (q35
+    /// has no virtio-mmio slots).
+    pub fn default_for(arch: Arch) -> Self {
+        match arch {
+            Arch::Riscv64 => Self::Mmio,
+            Arch::X86_64 => Self::Pci,
+        }
+    }
+
+    /// Whether `arch`'s machine has this bus.
+    pub fn exists_on(self, arch: Arch) -> bool {
+        self == Self::Pci || arch == Arch::Riscv64
+    }
+}
+
+/// A disk image file the guest sees as a read-only virtio-blk device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskImage {
+    /// The raw image file.
+    pub path: PathBuf,
+    /// How it is attached.
+    pub bus: DiskBus,
+    /// A `blkdebug` rules file: QEMU injects the errors it describes into reads of the image.
+    pub blkdebug_config: Option<PathBuf>,
+}
+
 /// The machine to boot: everything but the architecture and the files.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Machine {
@@ -145,6 +165,10 @@ pub struct Machine {
     pub smp: u32,
     /// RAM in MiB.
     pub memory_mib: u32,
+    /// Disk images, attached in order (the guest names them `virtio0`, `virtio1`, ...).
+    pub disks: Vec<DiskImage>,
+    /// A file loaded as the initrd (`-initrd`).
+    pub initrd: Option<PathBuf>,
     /// Extra arguments appended to QEMU's command line as they are.
     pub extra_args: Vec<OsString>,
 }
@@ -204,8 +228,63 @@ pub fn qemu_args(
         args.push("-append".into());
         args.push(machine.command_line.clone().into());
     }
+    if let Some(initrd) = &machine.initrd {
+        args.push("-initrd".into());
+        args.push(initrd.into());
+    }
+    if machine
+        .disks
+        .iter()
+        .any(|disk| disk.bus == DiskBus::MmioModern)
+    {
+        args.push("-global".into());
+        args.push("virtio-mmio.force-legacy=false".into());
+    }
+    for (index, disk) in machine.disks.iter().enumerate() {
+        args.push("-drive".into());
+        args.push(drive_option(index, disk));
+        let device = match disk.bus {
+            DiskBus::Mmio | DiskBus::MmioModern => "virtio-blk-device",
+            DiskBus::Pci => "virtio-blk-pci",
+        };
+        args.push("-device".into());
+        args.push(format!("{device},drive=disk{index}").into());
+    }
     args.extend(machine.extra_args.iter().cloned());
     args
+}
+
+/// The `-drive` option of disk number `index`: a read-only raw image, behind `blkdebug` when
+/// errors are to be injected.
+fn drive_option(index: usize, disk: &DiskImage) -> OsString {
+    let mut option = OsString::from(format!("if=none,id=disk{index},format=raw,readonly=on,"));
+    match &disk.blkdebug_config {
+        None => {
+            option.push("file=");
+            option.push(escape_option_value(disk.path.as_os_str()));
+        }
+        Some(config) => {
+            option.push("file.driver=blkdebug,file.config=");
+            option.push(escape_option_value(config.as_os_str()));
+            option.push(",file.image.filename=");
+            option.push(escape_option_value(disk.path.as_os_str()));
+        }
+    }
+    option
+}
+
+/// A value for a QEMU `key=value,...` option: commas doubled, as QEMU's option parser wants.
+fn escape_option_value(value: &std::ffi::OsStr) -> OsString {
+    use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+
+    let mut escaped = Vec::with_capacity(value.len());
+    for &byte in value.as_bytes() {
+        escaped.push(byte);
+        if byte == b',' {
+            escaped.push(b',');
+        }
+    }
+    OsString::from_vec(escaped)
 }
 
 /// A command line for a person to read (and paste into a shell).
@@ -284,6 +363,8 @@ mod tests {
             command_line: command_line.into(),
             smp: 4,
             memory_mib: 512,
+            disks: Vec::new(),
+            initrd: None,
             extra_args: vec!["-S".into()],
         }
     }
@@ -361,6 +442,54 @@ mod tests {
         ));
         assert!(has(&args, &["-bios", "/t/fw.bin"]), "{args:?}");
         assert!(!has(&args, &["-bios", "default"]), "{args:?}");
+    }
+
+    #[test]
+    fn disks_and_initrd_become_drives_devices_and_initrd() {
+        let mut with_disks = machine("");
+        with_disks.initrd = Some("/tmp/root.img".into());
+        with_disks.disks = vec![
+            DiskImage {
+                path: "/tmp/a,b.img".into(),
+                bus: DiskBus::MmioModern,
+                blkdebug_config: None,
+            },
+            DiskImage {
+                path: "/tmp/c.img".into(),
+                bus: DiskBus::Pci,
+                blkdebug_config: Some("/tmp/eio.conf".into()),
+            },
+        ];
+        let args = strings(&qemu_args(
+            Arch::Riscv64,
+            Path::new("/k"),
+            &Firmware::Default,
+            &with_disks,
+        ));
+
+        assert!(has(&args, &["-initrd", "/tmp/root.img"]));
+        assert!(has(&args, &["-global", "virtio-mmio.force-legacy=false"]));
+        assert!(has(
+            &args,
+            &[
+                "-drive",
+                "if=none,id=disk0,format=raw,readonly=on,file=/tmp/a,,b.img",
+                "-device",
+                "virtio-blk-device,drive=disk0",
+            ]
+        ));
+        assert!(has(
+            &args,
+            &[
+                "-drive",
+                "if=none,id=disk1,format=raw,readonly=on,file.driver=blkdebug,\
+                 file.config=/tmp/eio.conf,file.image.filename=/tmp/c.img",
+                "-device",
+                "virtio-blk-pci,drive=disk1",
+            ]
+        ));
+        assert!(!DiskBus::Mmio.exists_on(Arch::X86_64));
+        assert_eq!(DiskBus::default_for(Arch::X86_64), DiskBus::Pci);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::image::{self, ImageError};
 use crate::interrupt;
 use crate::kernel_build::{runner_output_dir, workspace_root};
 use crate::outcome::{Outcome, QemuExit, QemuFailure, classify_exit};
-use crate::qemu::{self, Firmware, Machine, QemuSetupError, process};
+use crate::qemu::{self, DiskImage, Firmware, Machine, QemuSetupError, process};
 
 /// How long to keep reading QEMU's output after it exited or was killed.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
@@ -65,6 +65,10 @@ pub struct RunConfig {
     pub memory_mib: u32,
     /// How long the kernel may run before QEMU is killed.
     pub timeout: Duration,
+    /// Disk images the guest sees as virtio-blk devices, in order.
+    pub disks: Vec<DiskImage>,
+    /// A file QEMU loads as the initrd.
+    pub initrd: Option<PathBuf>,
     /// Extra arguments for QEMU, appended as they are.
     pub extra_qemu_args: Vec<OsString>,
     /// Print the log as it arrives (`None`: only collect it into the report).
@@ -82,6 +86,8 @@ impl RunConfig {
             smp: 1,
             memory_mib: 256,
             timeout: Duration::from_secs(60),
+            disks: Vec::new(),
+            initrd: None,
             extra_qemu_args: Vec::new(),
             echo: None,
         }
@@ -151,6 +157,8 @@ pub enum RunError {
     Image(#[from] ImageError),
     #[error("a flat kernel image boots only on riscv64, not on {0}")]
     FlatImageUnsupported(Arch),
+    #[error("{arch} has no {bus:?} bus for disks (riscv64 has MMIO and PCI, x86_64 only PCI)")]
+    DiskBusUnsupported { bus: qemu::DiskBus, arch: Arch },
     #[error(transparent)]
     QemuSetup(#[from] QemuSetupError),
 }
@@ -169,12 +177,24 @@ pub fn run(config: &RunConfig) -> Result<RunReport, RunError> {
         eprintln!("runner: the kernel ELF has no debug information; no source locations");
     }
 
+    if let Some(disk) = config
+        .disks
+        .iter()
+        .find(|disk| !disk.bus.exists_on(config.arch))
+    {
+        return Err(RunError::DiskBusUnsupported {
+            bus: disk.bus,
+            arch: config.arch,
+        });
+    }
     qemu::ensure_qemu(config.arch)?;
     let (kernel_image, firmware) = prepare_image(config, &elf)?;
     let machine = Machine {
         command_line: config.command_line.clone(),
         smp: config.smp,
         memory_mib: config.memory_mib,
+        disks: config.disks.clone(),
+        initrd: config.initrd.clone(),
         extra_args: config.extra_qemu_args.clone(),
     };
     let args = qemu::qemu_args(config.arch, &kernel_image, &firmware, &machine);

@@ -1,0 +1,3 @@
+fn main() {
+    println!("Hello from a gfs2 disk built by the runner.");
+}
