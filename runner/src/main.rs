@@ -155,6 +155,10 @@ struct RunArgs {
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
 
+    /// Boot without the demo disk that is attached when neither --image nor --initrd is given.
+    #[arg(long, conflicts_with_all = ["image", "initrd"])]
+    no_disk: bool,
+
     /// An extra argument for QEMU (repeat for more).
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
     qemu_arg: Vec<String>,
@@ -208,8 +212,10 @@ fn run(args: &RunArgs) -> RunnerStatus {
         eprintln!("runner: cannot handle Ctrl-C ({error}); it will leave QEMU to die with us");
     }
 
-    // The demo disk, rebuilt from `demo/` only when a file there changed.
-    let demo_image = match runner::mkfs::demo_image() {
+    // The demo disk, rebuilt from `demo/` only when a file there changed, and only built when
+    // no other disk was asked for.
+    let wants_demo_disk = args.image.is_empty() && args.initrd.is_none() && !args.no_disk;
+    let demo_image = match wants_demo_disk.then(runner::mkfs::demo_image).transpose() {
         Ok(path) => path,
         Err(error) => {
             eprintln!("runner: cannot build the demo image: {error}");
@@ -217,7 +223,7 @@ fn run(args: &RunArgs) -> RunnerStatus {
         }
     };
 
-    match run_kernel(args, &demo_image) {
+    match run_kernel(args, demo_image.as_deref()) {
         Ok(report) => {
             eprintln!(
                 "{} ({:.3} s)",
@@ -233,14 +239,17 @@ fn run(args: &RunArgs) -> RunnerStatus {
     }
 }
 
-/// Boots the kernel; with neither `--image` nor `--initrd`, the demo image is its disk.
-fn run_kernel(args: &RunArgs, demo_image: &Path) -> Result<runner::RunReport, runner::Error> {
+/// Boots the kernel, with the demo image as its disk when one is given.
+fn run_kernel(
+    args: &RunArgs,
+    demo_image: Option<&Path>,
+) -> Result<runner::RunReport, runner::Error> {
     let kernel = match &args.kernel {
         Some(path) => path.clone(),
         None => runner::build_kernel(args.arch, args.log_level)?,
     };
     let mut config = run_config(args, kernel);
-    if config.disks.is_empty() && config.initrd.is_none() {
+    if let Some(demo_image) = demo_image {
         config.disks.push(DiskImage {
             path: demo_image.to_owned(),
             bus: args.disk_bus.unwrap_or(DiskBus::default_for(args.arch)),
