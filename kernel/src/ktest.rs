@@ -63,6 +63,7 @@ pub const SUITES: &[&[KernelTest]] = &[
     crate::arch::TESTS,
     crate::fault_tests::TESTS,
     crate::block::dma::tests::TESTS,
+    crate::vm::tests::TESTS,
 ];
 
 /// How a test run went.

@@ -40,6 +40,7 @@ mod mem;
 mod panic;
 mod rootfs;
 mod time;
+mod vm;
 
 use boot::BootInfo;
 use cmdline::{Action, CommandLine};

@@ -8,7 +8,9 @@
 //! - the kernel runs at its linked (higher-half) address on page tables of its own, with all
 //!   of physical memory reachable through [`phys_to_virt`];
 //! - `.bss` is zeroed and the boot stack is set;
-//! - trap/exception vectors are installed, so a fault is logged and ends the run;
+//! - trap/exception vectors are installed, so a fault is logged and ends the run, except a
+//!   page fault in the file-mapping window, which goes to [`crate::vm::handle_page_fault`]
+//!   first;
 //! - the console is up (the defmt logger writes through [`console_write`]) and the clock
 //!   frequency is known ([`crate::time::set_counter_frequency`] has been called).
 //!
@@ -24,6 +26,10 @@
 //! | `virt_to_phys(usize, usize) -> Option<u64>` | physical address of a buffer in the direct map or the kernel image (for DMA) |
 //! | `exit(ExitCode) -> !` | stops the machine, telling QEMU the code |
 //! | `probe_read(usize) -> Result<u64, Fault>` | a read that reports a fault instead of dying |
+//! | `FILE_MAP_WINDOW_START`, `FILE_MAP_WINDOW_SIZE` | the virtual range reserved for file mappings ([`crate::vm`]) |
+//! | `map_page(usize, u64) -> Result<(), MapError>` | maps one 4 KiB page of the window read-only, no-execute, kernel-only |
+//! | `unmap_page(usize) -> Option<u64>` | unmaps one page of the window and flushes its TLB entry |
+//! | `translate_page(usize) -> Option<u64>` | the frame a page of the window maps, if any |
 //! | `TESTS: &[KernelTest]` | the architecture's own in-kernel tests |
 //! | a `critical_section::Impl` | interrupts off on this (single) CPU |
 
@@ -89,4 +95,22 @@ impl defmt::Format for Fault {
             self.error_code
         )
     }
+}
+
+/// Why a page of the file-mapping window could not be mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format, thiserror::Error)]
+pub enum MapError {
+    /// The virtual address lies outside the file-mapping window.
+    #[error("virtual address {0:#x} is outside the file-mapping window")]
+    NotInWindow(usize),
+    /// The virtual or physical address is not 4 KiB aligned, or the physical one is beyond
+    /// what a page-table entry holds.
+    #[error("address {0:#x} is not a 4 KiB-aligned page address")]
+    Misaligned(u64),
+    /// The page is mapped already.
+    #[error("virtual address {0:#x} is mapped already")]
+    AlreadyMapped(usize),
+    /// No free frame for an intermediate page table.
+    #[error("no free frame for a page table")]
+    OutOfFrames,
 }

@@ -24,10 +24,13 @@
 //! | --- | --- | --- |
 //! | `0` .. `0x40_0000_0000` | nothing (the boot identity gigapage is gone) | |
 //! | `0xffff_ffc0_0000_0000` .. `+64 GiB` | physical `0` .. `64 GiB` (direct map) | 1 GiB, RW |
-//! | `0xffff_ffd0_0000_0000` .. `0xffff_ffff_8020_0000` | nothing | |
+//! | `0xffff_ffd0_0000_0000` .. `0xffff_ffe0_0000_0000` | nothing | |
+//! | `0xffff_ffe0_0000_0000` .. `+64 GiB` | the file-mapping window: pages mapped on demand by [`crate::vm`] ([`pages`]) | 4 KiB, R, A and D preset |
+//! | `0xffff_fff0_0000_0000` .. `0xffff_ffff_8020_0000` | nothing | |
 //! | `0xffff_ffff_8020_0000` .. kernel end | the kernel image at its load address | 2 MiB, RWX |
 //!
-//! [`entry`] builds all of them; [`startup`] only removes the identity gigapage.
+//! [`entry`] builds all of them but the file-mapping window; [`startup`] only removes the
+//! identity gigapage.
 //!
 //! The kernel is linked at `0xffff_ffff_8020_0000` (see `linker.ld`) and may be loaded at any
 //! 2 MiB-aligned physical address: 0x8020_0000 by QEMU, 0x4020_0000 by U-Boot on the
@@ -48,6 +51,7 @@ mod console;
 mod cpu;
 mod devicetree;
 mod entry;
+mod pages;
 mod paging;
 mod pci;
 mod power;
@@ -57,6 +61,9 @@ mod trap;
 
 pub use console::console_write;
 pub use cpu::read_counter;
+pub use pages::{
+    FILE_MAP_WINDOW_SIZE, FILE_MAP_WINDOW_START, map_page, translate_page, unmap_page,
+};
 pub use paging::{phys_to_virt, virt_to_phys};
 pub use pci::legacy_pci_config;
 pub use power::exit;

@@ -1,10 +1,14 @@
 //! Traps: the `stvec` entry, the decoding of `scause`, and [`probe_read`], the one read that
 //! is allowed to fault.
 //!
-//! Every trap enters `kernel_trap_entry` (direct mode), which saves all 31 registers and the
-//! trap CSRs in a [`TrapFrame`] on the current stack and calls [`handle_trap`]. The handler
-//! either recovers or stops the machine:
+//! Every trap enters `kernel_trap_entry` (direct mode), which saves all 31 registers, the
+//! floating-point registers and the trap CSRs in a [`TrapFrame`] on the current stack and
+//! calls [`handle_trap`]. The handler either recovers or stops the machine:
 //!
+//! - A page fault in the file-mapping window goes to [`crate::vm::handle_page_fault`] first;
+//!   when it maps the page, the handler returns and `sret` runs the access again. The
+//!   interrupted code may be any kernel code, so the floating-point registers it may be using
+//!   are saved and restored around the Rust handler (the kernel runs with `sstatus.FS` on).
 //! - If the faulting instruction is listed in the exception table (the `.extable` section,
 //!   like Linux's `__ex_table`: pairs of "instruction that may fault, where to resume"), it
 //!   hands the fault's `scause`, `stval` and `sepc` to the code at the resume address in
@@ -20,8 +24,6 @@
 //!
 //! - The frame goes on the current stack: a stack overflow (there is no guard page) traps
 //!   again while saving and loses the report.
-//! - Floating-point registers are not saved. Code that can trap and continue (the probe) tells
-//!   the compiler that the call clobbers every caller-saved register instead.
 
 use core::arch::{asm, global_asm};
 use core::mem::{offset_of, size_of};
@@ -30,6 +32,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use super::power;
 use crate::ExitCode;
 use crate::arch::{Access, Fault, FaultKind};
+use crate::vm::PageFaultOutcome;
 
 /// The registers and trap CSRs at the time of a trap, as `kernel_trap_entry` saves them.
 #[repr(C)]
@@ -45,6 +48,12 @@ pub struct TrapFrame {
     pub scause: usize,
     /// The faulting address for memory faults, else cause-specific or 0.
     pub stval: usize,
+    /// `f0`..`f31`, as 64-bit patterns.
+    pub float_registers: [u64; 32],
+    /// `fcsr` (rounding mode and accrued exceptions).
+    pub fcsr: usize,
+    /// Keeps the frame a multiple of 16 bytes.
+    _padding: usize,
 }
 
 const FRAME_SIZE: usize = size_of::<TrapFrame>();
@@ -84,9 +93,28 @@ kernel_trap_entry:
     sd      t0, {scause}(sp)
     csrr    t0, stval
     sd      t0, {stval}(sp)
+    # The floating-point registers (module-level assembly does not see the crate's target
+    # features, hence `.option arch, +d`).
+    .option push
+    .option arch, +d
+    .irp    n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    fsd     f\n, {float_registers} + \n * 8(sp)
+    .endr
+    frcsr   t0
+    sd      t0, {fcsr}(sp)
+    .option pop
 
     mv      a0, sp
     call    {handler}
+
+    .option push
+    .option arch, +d
+    ld      t0, {fcsr}(sp)
+    fscsr   t0
+    .irp    n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    fld     f\n, {float_registers} + \n * 8(sp)
+    .endr
+    .option pop
 
     ld      t0, {sepc}(sp)
     csrw    sepc, t0
@@ -103,6 +131,8 @@ kernel_trap_entry:
     sstatus = const offset_of!(TrapFrame, sstatus),
     scause = const offset_of!(TrapFrame, scause),
     stval = const offset_of!(TrapFrame, stval),
+    float_registers = const offset_of!(TrapFrame, float_registers),
+    fcsr = const offset_of!(TrapFrame, fcsr),
     handler = sym handle_trap,
 );
 
@@ -128,6 +158,14 @@ static REPORTING: AtomicBool = AtomicBool::new(false);
 /// entry code built it on the stack and nothing else refers to it).
 extern "C" fn handle_trap(frame: &mut TrapFrame) {
     let fault = decode(frame.scause, frame.stval, frame.sepc);
+
+    // A page fault in the file-mapping window: once the page is mapped, `sret` runs the
+    // access again. If it cannot be, the fault goes on like any other.
+    if let FaultKind::PageFault(access) = fault.kind
+        && crate::vm::handle_page_fault(frame.stval, access) == PageFaultOutcome::Mapped
+    {
+        return;
+    }
 
     if frame.scause & SCAUSE_INTERRUPT == 0
         && let Some(resume) = exception_table::resume_address(frame.sepc)

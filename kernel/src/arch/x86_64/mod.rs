@@ -20,9 +20,10 @@
 //! | --- | --- | --- |
 //! | `0..4 GiB` | `0..4 GiB` | identity map, only until [`start`] removes it |
 //! | `0xffff_8000_0000_0000 + p` | `p`, up to 64 GiB | direct map of physical memory ([`phys_to_virt`]), no-execute |
+//! | `0xffff_a000_0000_0000` .. `+64 GiB` | frames of files | the file-mapping window: 4 KiB pages mapped on demand by [`crate::vm`] (`pages.rs`), read-only, no-execute |
 //! | `0xffff_ffff_8000_0000 + p` | `p` in `0..end of image` | the kernel window: the image, loaded at 1 MiB (its higher-half part from `0xffff_ffff_8010_1000`) |
 //!
-//! All mappings use 2 MiB pages (see `paging.rs`). The entry code in `.boot32` is linked at
+//! The boot mappings use 2 MiB pages (see `paging.rs`). The entry code in `.boot32` is linked at
 //! its physical address and is only reachable through the identity map, which is gone
 //! once Rust runs.
 //!
@@ -42,6 +43,7 @@ mod boot_info;
 mod console;
 mod cpu;
 mod entry;
+mod pages;
 mod paging;
 mod pci;
 mod pvh;
@@ -55,6 +57,9 @@ use boot_info::MachineFacts;
 
 pub use console::console_write;
 pub use cpu::exit;
+pub use pages::{
+    FILE_MAP_WINDOW_SIZE, FILE_MAP_WINDOW_START, map_page, translate_page, unmap_page,
+};
 pub use paging::{phys_to_virt, virt_to_phys};
 pub use pci::legacy_pci_config;
 use stack::Stack;
@@ -154,6 +159,18 @@ pub const TESTS: &[KernelTest] = &[
     KernelTest::new(
         "x86_64::paging::direct_map_covers_all_ram",
         paging::tests::direct_map_covers_all_ram,
+    ),
+    KernelTest::new(
+        "x86_64::pages::leaf_is_read_only_kernel_no_execute",
+        pages::tests::leaf_is_read_only_kernel_no_execute,
+    ),
+    KernelTest::new(
+        "x86_64::pages::map_read_unmap_round_trip",
+        pages::tests::map_read_unmap_round_trip,
+    ),
+    KernelTest::new(
+        "x86_64::pages::refuses_pages_outside_the_window",
+        pages::tests::refuses_pages_outside_the_window,
     ),
     KernelTest::new(
         "x86_64::trap::probe_reports_page_fault",

@@ -7,7 +7,10 @@
 //! (possibly changed by the handler) and returns with `iretq`. The unstable `x86-interrupt`
 //! ABI is not needed.
 //!
-//! [`handle_trap`] decodes the frame into a [`Fault`]. A fault at an instruction listed in the
+//! [`handle_trap`] decodes the frame into a [`Fault`]. A page fault in the file-mapping window
+//! goes to [`crate::vm::handle_page_fault`] first; when that maps the page, the handler
+//! returns and the access runs again (the kernel uses no SSE or x87 state, so the general
+//! registers are all there is to keep). Otherwise, a fault at an instruction listed in the
 //! exception table (`.ex_table`, pairs of instruction and fixup address, as Linux's
 //! `__ex_table`) is expected: the handler records it, resumes at the fixup and the
 //! instruction's owner reports it. [`probe_read`] is the one such instruction. Any other
@@ -32,6 +35,7 @@ use x86_64::structures::idt::{Entry, HandlerFunc};
 use super::segments::DOUBLE_FAULT_IST_INDEX;
 use crate::ExitCode;
 use crate::arch::{Access, Fault, FaultKind};
+use crate::vm::PageFaultOutcome;
 
 /// How many vectors the IDT has: the architecture's exceptions.
 const VECTOR_COUNT: usize = 32;
@@ -143,6 +147,14 @@ pub fn probe_read(address: usize) -> Result<u64, Fault> {
 /// Called by the common stub with the saved state; returning resumes at `frame.rip`.
 extern "C" fn handle_trap(frame: &mut TrapFrame) {
     let fault = decode(frame, Cr2::read_raw());
+
+    // A page fault in the file-mapping window: once the page is mapped, `iretq` runs the
+    // access again. If it cannot be, the fault goes on like any other.
+    if let FaultKind::PageFault(access) = fault.kind
+        && crate::vm::handle_page_fault(fault.address, access) == PageFaultOutcome::Mapped
+    {
+        return;
+    }
 
     // NMIs, double faults and machine checks are not caused by the instruction at RIP.
     let recoverable = !matches!(frame.vector, 2 | 8 | 18);

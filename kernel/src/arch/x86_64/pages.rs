@@ -1,0 +1,320 @@
+//! 4 KiB pages in the file-mapping window: the 4-level-paging side of [`crate::vm`].
+//!
+//! The window is the first 64 GiB of PML4 slot 320 (`0xffff_a000_0000_0000`), between the
+//! direct map (slot 256) and the kernel window (slot 511), so no boot mapping shares a table
+//! with it. [`map_page`] walks the four levels from the PML4 in CR3, takes a zeroed frame
+//! from the frame allocator for each missing table, and writes one leaf: present, not
+//! writable, not user, and no-execute when the CPU has it enabled (EFER.NXE; the bit is
+//! reserved otherwise). [`unmap_page`] clears the leaf and runs `invlpg` for that address.
+//! A not-present entry is never cached, so mapping needs no flush.
+//!
+//! | path | lock taken |
+//! | --- | --- |
+//! | [`map_page`], [`unmap_page`], [`translate_page`] | the window's table lock, for the call (and the frame allocator's, inside it, when a table is added) |
+//!
+//! # Limitations
+//!
+//! - Intermediate tables are never freed: an empty one stays for the next mapping of its
+//!   range.
+//! - One CPU: the TLB flush is local (`invlpg`), with no shootdown of other CPUs.
+
+use spin::Mutex;
+use x86_64::structures::paging::PageTableFlags;
+
+use crate::arch::MapError;
+
+/// First address of the file-mapping window: PML4 slot 320.
+pub const FILE_MAP_WINDOW_START: usize = 0xffff_a000_0000_0000;
+
+/// Size of the file-mapping window.
+pub const FILE_MAP_WINDOW_SIZE: usize = 64 << 30;
+
+/// Size of a page.
+const PAGE_SIZE: usize = 4096;
+
+/// Entries in a table.
+const ENTRIES_PER_TABLE: usize = 512;
+
+/// The physical-address bits of an entry (bits 12..52).
+const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+const _: () = assert!((FILE_MAP_WINDOW_START >> 39) % ENTRIES_PER_TABLE == 320);
+const _: () = assert!(FILE_MAP_WINDOW_SIZE <= 1 << 39);
+
+/// Serializes every change to the window's tables.
+static WINDOW_TABLES: Mutex<()> = Mutex::new(());
+
+/// The flags of a leaf of the window: present, read-only, kernel only, no-execute when
+/// EFER.NXE allows the bit.
+pub fn file_page_flags() -> PageTableFlags {
+    if table::no_execute_enabled() {
+        PageTableFlags::PRESENT | PageTableFlags::NO_EXECUTE
+    } else {
+        PageTableFlags::PRESENT
+    }
+}
+
+/// Maps the page at `virtual_address` (in the window) to the frame at `physical`, read-only.
+pub fn map_page(virtual_address: usize, physical: u64) -> Result<(), MapError> {
+    check_window_page(virtual_address)?;
+    if physical & !ADDRESS_MASK != 0 {
+        return Err(MapError::Misaligned(physical));
+    }
+    let _tables = WINDOW_TABLES.lock();
+
+    let leaf_table = leaf_table(virtual_address, true)?.ok_or(MapError::OutOfFrames)?;
+    let index = table_index(virtual_address, 1);
+    if leaf_table.entry(index) & PageTableFlags::PRESENT.bits() != 0 {
+        return Err(MapError::AlreadyMapped(virtual_address));
+    }
+
+    leaf_table.set_entry(index, physical | file_page_flags().bits());
+    Ok(())
+}
+
+/// Unmaps the page at `virtual_address` and flushes its TLB entry; returns the frame it
+/// mapped, or `None` if it mapped none (or lies outside the window).
+pub fn unmap_page(virtual_address: usize) -> Option<u64> {
+    check_window_page(virtual_address).ok()?;
+    let _tables = WINDOW_TABLES.lock();
+
+    let leaf_table = leaf_table(virtual_address, false).ok()??;
+    let index = table_index(virtual_address, 1);
+    let entry = leaf_table.entry(index);
+    if entry & PageTableFlags::PRESENT.bits() == 0 {
+        return None;
+    }
+
+    leaf_table.set_entry(index, 0);
+    x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(virtual_address as u64));
+    Some(entry & ADDRESS_MASK)
+}
+
+/// The frame the page at `virtual_address` maps, if it lies in the window and is mapped.
+pub fn translate_page(virtual_address: usize) -> Option<u64> {
+    leaf_entry(virtual_address).map(|entry| entry & ADDRESS_MASK)
+}
+
+/// The whole leaf entry of the page at `virtual_address`, if it lies in the window and is
+/// mapped (for tests: the permission bits).
+pub fn leaf_entry(virtual_address: usize) -> Option<u64> {
+    check_window_page(virtual_address).ok()?;
+    let _tables = WINDOW_TABLES.lock();
+
+    let leaf_table = leaf_table(virtual_address, false).ok()??;
+    let entry = leaf_table.entry(table_index(virtual_address, 1));
+    (entry & PageTableFlags::PRESENT.bits() != 0).then_some(entry)
+}
+
+/// Refuses addresses outside the window or not page aligned.
+fn check_window_page(virtual_address: usize) -> Result<(), MapError> {
+    let offset = virtual_address.wrapping_sub(FILE_MAP_WINDOW_START);
+    if virtual_address < FILE_MAP_WINDOW_START || offset >= FILE_MAP_WINDOW_SIZE {
+        return Err(MapError::NotInWindow(virtual_address));
+    }
+    if !virtual_address.is_multiple_of(PAGE_SIZE) {
+        return Err(MapError::Misaligned(virtual_address as u64));
+    }
+    Ok(())
+}
+
+/// The page table (level 1) that holds the leaf of `virtual_address`, adding the missing
+/// tables on the way when `create` is set (`Ok(None)`: a table is missing and `create` is not
+/// set).
+fn leaf_table(virtual_address: usize, create: bool) -> Result<Option<table::Table>, MapError> {
+    let present = PageTableFlags::PRESENT.bits();
+    let mut current = table::Table::root();
+    for level in [4, 3, 2] {
+        let index = table_index(virtual_address, level);
+        let entry = current.entry(index);
+        current = if entry & present == 0 {
+            if !create {
+                return Ok(None);
+            }
+            let next = table::Table::allocate().ok_or(MapError::OutOfFrames)?;
+            let table_flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+            current.set_entry(index, next.physical() | table_flags.bits());
+            next
+        } else if entry & PageTableFlags::HUGE_PAGE.bits() != 0 {
+            // Only the boot mappings have large pages, and none lies in the window.
+            return Err(MapError::NotInWindow(virtual_address));
+        } else {
+            table::Table::from_table_entry(entry & ADDRESS_MASK)
+        };
+    }
+    Ok(Some(current))
+}
+
+/// The index of `virtual_address` in its table at `level` (4: PML4, 1: page table).
+fn table_index(virtual_address: usize, level: u32) -> usize {
+    (virtual_address >> (12 + 9 * (level - 1))) % ENTRIES_PER_TABLE
+}
+
+mod table {
+    //! Page tables of the window, read and written through the direct map: the unsafe code
+    //! of this module.
+    //!
+    //! A [`Table`] is only made from the PML4 in CR3, from a frame just taken from the frame
+    //! allocator, or from a table entry of the window, which only this module writes; so its
+    //! address always names a live 4 KiB page table.
+
+    use x86_64::registers::control::Cr3;
+    use x86_64::registers::model_specific::{Efer, EferFlags};
+
+    use super::{ENTRIES_PER_TABLE, PAGE_SIZE};
+    use crate::arch::x86_64::paging::phys_to_virt;
+    use crate::mem::frame;
+
+    /// A page table at a physical address.
+    pub(super) struct Table {
+        physical: u64,
+    }
+
+    impl Table {
+        /// The PML4 the CPU translates with.
+        pub(super) fn root() -> Self {
+            Self {
+                physical: Cr3::read().0.start_address().as_u64(),
+            }
+        }
+
+        /// A zeroed table in a frame from the frame allocator, or `None` if there is none.
+        pub(super) fn allocate() -> Option<Self> {
+            let range = frame::allocate(1, 1)?;
+            let table = phys_to_virt(range.start) as *mut u8;
+
+            // SAFETY: the frame was just handed out by the frame allocator, so nothing else
+            // uses it; it is RAM in the direct map (the allocator only holds RAM the direct
+            // map covers), 4 KiB long and page aligned.
+            unsafe { table.write_bytes(0, PAGE_SIZE) };
+            Some(Self {
+                physical: range.start,
+            })
+        }
+
+        /// The next-level table at `physical`, read from a (present, non-huge) entry.
+        pub(super) fn from_table_entry(physical: u64) -> Self {
+            Self { physical }
+        }
+
+        /// The table's physical address.
+        pub(super) fn physical(&self) -> u64 {
+            self.physical
+        }
+
+        /// Entry `index` (below 512).
+        pub(super) fn entry(&self, index: usize) -> u64 {
+            let slot = self.slot(index);
+
+            // SAFETY: `slot` is an aligned entry of a live page table (the type's invariant),
+            // reached through the direct map. The callers hold the window's table lock, so no
+            // other code writes the entry meanwhile (the boot code wrote the PML4 only while
+            // booting); the MMU only reads it.
+            unsafe { slot.read_volatile() }
+        }
+
+        /// Writes entry `index` (below 512).
+        pub(super) fn set_entry(&self, index: usize, value: u64) {
+            let slot = self.slot(index);
+
+            // SAFETY: as in `entry`; the window's entries belong to this module alone (the
+            // callers check the address lies in the window, PML4 slot 320, which no boot
+            // mapping uses), so the write cannot change a mapping other code relies on, and
+            // no Rust reference to the entry is alive (`paging::tables` lends the PML4 only
+            // while booting).
+            unsafe { slot.write_volatile(value) };
+        }
+
+        fn slot(&self, index: usize) -> *mut u64 {
+            let index = index % ENTRIES_PER_TABLE;
+            (phys_to_virt(self.physical) as *mut u64).wrapping_add(index)
+        }
+    }
+
+    /// Whether the entry code turned on no-execute pages.
+    pub(super) fn no_execute_enabled() -> bool {
+        Efer::read().contains(EferFlags::NO_EXECUTE_ENABLE)
+    }
+}
+
+pub mod tests {
+    //! In-kernel tests of the window's page tables.
+
+    use super::*;
+    use crate::arch::probe_read;
+    use crate::ktest::TestResult;
+    use crate::mem::frame;
+    use crate::{ktest_assert, ktest_assert_eq};
+
+    /// A page near the end of the window, far from where [`crate::vm`] places mappings.
+    const TEST_PAGE: usize = FILE_MAP_WINDOW_START + FILE_MAP_WINDOW_SIZE - 16 * PAGE_SIZE;
+
+    pub fn leaf_is_read_only_kernel_no_execute() -> TestResult {
+        let Some(range) = frame::allocate(1, 1) else {
+            ktest_assert!(false, "no free frame");
+            return Ok(());
+        };
+        let mapped = map_page(TEST_PAGE, range.start);
+        ktest_assert_eq!(mapped, Ok(()));
+
+        let entry = PageTableFlags::from_bits_truncate(leaf_entry(TEST_PAGE).unwrap_or(0));
+        let unmapped = unmap_page(TEST_PAGE);
+        let _ = frame::free(range);
+
+        ktest_assert!(entry.contains(PageTableFlags::PRESENT), "leaf not present");
+        ktest_assert!(
+            !entry.intersects(PageTableFlags::WRITABLE | PageTableFlags::USER_ACCESSIBLE),
+            "leaf writable or user accessible"
+        );
+        ktest_assert_eq!(
+            entry.contains(PageTableFlags::NO_EXECUTE),
+            table::no_execute_enabled()
+        );
+        ktest_assert_eq!(unmapped, Some(range.start));
+        Ok(())
+    }
+
+    pub fn map_read_unmap_round_trip() -> TestResult {
+        let Some(range) = frame::allocate(1, 1) else {
+            ktest_assert!(false, "no free frame");
+            return Ok(());
+        };
+        let marker = 0x7061_6765_2d6d_6170;
+        let direct = crate::arch::phys_to_virt(range.start) as *mut u64;
+        // SAFETY: the frame was just allocated, so it is ours alone, RAM in the direct map.
+        unsafe { direct.write_volatile(marker) };
+
+        let mapped = map_page(TEST_PAGE, range.start);
+        let twice = map_page(TEST_PAGE, range.start);
+        let through_window = probe_read(TEST_PAGE);
+        let unmapped = unmap_page(TEST_PAGE);
+        let after_unmap = probe_read(TEST_PAGE);
+        let _ = frame::free(range);
+
+        ktest_assert_eq!(mapped, Ok(()));
+        ktest_assert_eq!(twice, Err(MapError::AlreadyMapped(TEST_PAGE)));
+        ktest_assert_eq!(through_window, Ok(marker));
+        ktest_assert_eq!(unmapped, Some(range.start));
+        ktest_assert!(after_unmap.is_err(), "the page still reads after unmap");
+        ktest_assert_eq!(unmap_page(TEST_PAGE), None);
+        Ok(())
+    }
+
+    pub fn refuses_pages_outside_the_window() -> TestResult {
+        let direct_map_page = crate::arch::phys_to_virt(0x10_0000);
+        ktest_assert_eq!(
+            map_page(direct_map_page, 0x10_0000),
+            Err(MapError::NotInWindow(direct_map_page))
+        );
+        ktest_assert_eq!(
+            map_page(FILE_MAP_WINDOW_START + 8, 0x10_0000),
+            Err(MapError::Misaligned(FILE_MAP_WINDOW_START as u64 + 8))
+        );
+        ktest_assert_eq!(
+            map_page(FILE_MAP_WINDOW_START, 0x10_0001),
+            Err(MapError::Misaligned(0x10_0001))
+        );
+        ktest_assert_eq!(unmap_page(direct_map_page), None);
+        Ok(())
+    }
+}
