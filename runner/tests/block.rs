@@ -244,9 +244,11 @@ fn riscv64_virtio_pci_reads_every_file() {
 }
 
 #[test]
-fn x86_64_virtio_pci_reads_every_file() {
-    let report = boot(Arch::X86_64, &limited(), disk(DiskBus::Pci));
-    check_every_file_on(&report, Some(SIZE_LIMIT), "virtio0", Some("virtio-pci"));
+fn x86_64_virtio_pci_reads_every_file_whole() {
+    // With riscv64's MMIO run, the one that hashes the two large sparse files too: each
+    // transport kind reads every byte of the image once.
+    let report = boot(Arch::X86_64, "sha256-all", disk(DiskBus::Pci));
+    check_every_file_on(&report, None, "virtio0", Some("virtio-pci"));
 }
 
 #[test]
