@@ -660,3 +660,75 @@ fn riscv64_flat_image_matches_objcopy() {
 fn x86_64_flat_image_matches_objcopy() {
     check_flat_image_matches_objcopy(Arch::X86_64);
 }
+
+#[test]
+fn ctrl_c_kills_qemu_and_exits_130() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+
+    let riscv64 = kernel(Arch::Riscv64);
+    // `-S` keeps the guest stopped, so only Ctrl-C ends the run.
+    let mut runner = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args([
+            "--verbose",
+            "--no-disk",
+            "--timeout",
+            "60",
+            "--qemu-arg=-S",
+            "--kernel",
+        ])
+        .arg(&riscv64)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the runner program starts");
+
+    // The runner prints QEMU's command line just before it starts QEMU; its Ctrl-C handler is
+    // in place by then.
+    let (lines_tx, lines_rx) = mpsc::channel();
+    let stderr = BufReader::new(runner.stderr.take().expect("stderr is piped"));
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut stderr_text = String::new();
+    while !stderr_text.contains("runner: qemu-system-riscv64") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines_rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("QEMU's command line never appeared:\n{stderr_text}"));
+        stderr_text.push_str(&line);
+        stderr_text.push('\n');
+    }
+
+    let pid = rustix::process::Pid::from_child(&runner);
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT is sent");
+
+    // Collect the rest of stderr; the channel closes when the runner exits.
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) => {
+                stderr_text.push_str(&line);
+                stderr_text.push('\n');
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = runner.kill();
+                panic!("the runner did not exit after Ctrl-C:\n{stderr_text}");
+            }
+        }
+    }
+    let status = runner.wait().expect("the runner exits");
+    assert_eq!(
+        status.code(),
+        Some(status_code(RunnerStatus::Interrupted)),
+        "{stderr_text}"
+    );
+    assert!(stderr_text.contains("interrupted"), "{stderr_text}");
+}
