@@ -1,10 +1,12 @@
-//! Installing the Debian packages behind programs the runner runs (QEMU, `fsck.gfs2`).
+//! Installing the Debian packages behind programs and files the runner uses (QEMU,
+//! `fsck.gfs2`, U-Boot).
 //!
 //! When a program is missing and the runner is root on Debian, it installs the package with
 //! `apt-get`, saying so on stderr; elsewhere it stops with a message naming the packages.
 //! One `apt-get` runs at a time in a process ([`apt_lock`]); callers check for the program
 //! again after taking the lock, so a thread that waited sees what another one installed.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -93,29 +95,45 @@ pub fn ensure_program(
     probe_args: &[&str],
     packages: &[&str],
 ) -> Result<(), PackageError> {
+    ensure_present(program, || program_runs(program, probe_args), packages)
+}
+
+/// Makes sure the file `path` exists (firmware such as U-Boot), installing the Debian
+/// `packages` that ship it when it does not and the runner may.
+pub fn ensure_file(path: &Path, packages: &[&str]) -> Result<(), PackageError> {
+    ensure_present(&path.display().to_string(), || path.is_file(), packages)
+}
+
+/// Installs `packages` when `is_present` says `what` is missing and the runner may; checks
+/// again under the apt lock, and after installing.
+fn ensure_present(
+    what: &str,
+    is_present: impl Fn() -> bool,
+    packages: &[&str],
+) -> Result<(), PackageError> {
     let _apt = apt_lock();
-    if program_runs(program, probe_args) {
+    if is_present() {
         return Ok(());
     }
     let package_list = packages.join(" ");
     if !may_install_packages() {
         return Err(PackageError::CannotInstall {
-            program: program.to_owned(),
+            program: what.to_owned(),
             packages: package_list,
         });
     }
 
-    eprintln!("runner: {program} missing; installing the Debian package(s) {package_list}");
+    eprintln!("runner: {what} missing; installing the Debian package(s) {package_list}");
     apt_get(&["update"])?;
     let mut install = vec!["install", "-y", "--no-install-recommends"];
     install.extend(packages);
     apt_get(&install)?;
 
-    if program_runs(program, probe_args) {
+    if is_present() {
         Ok(())
     } else {
         Err(PackageError::StillMissing {
-            program: program.to_owned(),
+            program: what.to_owned(),
             packages: package_list,
         })
     }

@@ -22,7 +22,7 @@
 //! | 5 | QEMU failed to start, crashed, or exited without a kernel exit code |
 //! | 6 | the kernel did not stop within `--timeout`; QEMU was killed |
 //! | 7 | building the kernel failed |
-//! | 8 | QEMU is missing and could not be installed |
+//! | 8 | a host tool (QEMU, U-Boot, fsck.gfs2) is missing and could not be installed |
 //! | 9 | the runner failed otherwise (unreadable kernel ELF, I/O) |
 //! | 10 | a gfs2 command failed on the image (no such path, a corrupt filesystem) |
 //! | 64 | bad command line |
@@ -42,6 +42,7 @@ pub mod mkfs;
 pub mod outcome;
 pub mod qemu;
 pub mod run;
+pub mod uboot;
 
 pub use arch::Arch;
 pub use decode::{KernelSymbols, Level, LogLine, SerialItem, SourceLocation};
@@ -49,7 +50,7 @@ pub use interrupt::install_ctrl_c_handler;
 pub use kernel_build::{BuildError, LogLevel, build_kernel};
 pub use outcome::{Outcome, QemuFailure, RunnerStatus};
 pub use qemu::{DiskBus, DiskImage};
-pub use run::{Echo, ImageFormat, RunConfig, RunError, RunReport, run};
+pub use run::{BootLoader, Echo, ImageFormat, RunConfig, RunError, RunReport, run};
 
 /// Anything that stops the runner before a run has an outcome.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +66,13 @@ impl Error {
     pub fn runner_status(&self) -> RunnerStatus {
         match self {
             Error::Build(_) => RunnerStatus::BuildFailed,
-            Error::Run(RunError::QemuSetup(_)) => RunnerStatus::QemuUnavailable,
+            Error::Run(RunError::QemuSetup(_) | RunError::UBoot(uboot::UBootError::Missing(_))) => {
+                RunnerStatus::QemuUnavailable
+            }
+            Error::Run(RunError::UBoot(
+                uboot::UBootError::UnquotableCommandLine(_)
+                | uboot::UBootError::CommandTooLong { .. },
+            )) => RunnerStatus::Usage,
             Error::Run(_) => RunnerStatus::RunnerError,
         }
     }

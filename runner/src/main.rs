@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use runner::gfs2::{Gfs2Error, ImageFilesystem};
-use runner::{Arch, DiskBus, DiskImage, Echo, ImageFormat, LogLevel, RunConfig, RunnerStatus};
+use runner::{
+    Arch, BootLoader, DiskBus, DiskImage, Echo, ImageFormat, LogLevel, RunConfig, RunnerStatus,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -142,6 +144,11 @@ struct RunArgs {
     /// riscv64: boot the flat binary image behind padded OpenSBI, loaded at 0x80400000.
     #[arg(long)]
     flat_image: bool,
+
+    /// What boots the kernel: `u-boot` (riscv64) types `booti` at U-Boot's console, with the
+    /// flat image and the initrd in RAM, as on a VisionFive 2.
+    #[arg(long, value_enum, value_name = "LOADER", default_value_t = BootLoader::Direct, conflicts_with = "flat_image")]
+    boot_loader: BootLoader,
 
     /// A raw disk image the kernel sees as a read-only virtio-blk disk (repeat for more).
     #[arg(long, value_name = "PATH")]
@@ -384,6 +391,7 @@ fn run_config(args: &RunArgs, kernel: PathBuf) -> RunConfig {
         } else {
             ImageFormat::Elf
         },
+        boot_loader: args.boot_loader,
         command_line: args.append.clone(),
         smp: args.smp,
         memory_mib: args.memory,
@@ -599,6 +607,23 @@ mod tests {
         assert_eq!(config.timeout, Duration::from_millis(500));
         assert_eq!(config.command_line, "panic");
         assert_eq!(config.kernel, PathBuf::from("/k"));
+    }
+
+    #[test]
+    fn boot_loader_flag_chooses_u_boot() {
+        assert_eq!(run_args(&[]).boot_loader, BootLoader::Direct);
+        let args = run_args(&["--boot-loader", "u-boot", "--initrd", "root.img"]);
+        assert_eq!(
+            run_config(&args, PathBuf::from("/k")).boot_loader,
+            BootLoader::UBoot
+        );
+        for args in [
+            &["--boot-loader", "grub"][..],
+            &["--boot-loader", "u-boot", "--flat-image"],
+        ] {
+            let error = parse(args).expect_err(&format!("{args:?} parsed"));
+            assert!(error.use_stderr(), "{args:?}: {error}");
+        }
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub enum QemuFailure {
     ResetWithoutExitDevice,
     /// Waiting for QEMU failed, so how it ended is unknown.
     Lost(String),
+    /// The boot loader (U-Boot) did not start the kernel; the text is what it said. The runner
+    /// stopped QEMU.
+    BootLoaderFailed(String),
 }
 
 impl fmt::Display for QemuFailure {
@@ -89,6 +92,9 @@ impl fmt::Display for QemuFailure {
                 "the guest reset or shut down without the exit device (a triple fault?)",
             ),
             QemuFailure::Lost(reason) => write!(f, "lost track of QEMU: {reason}"),
+            QemuFailure::BootLoaderFailed(reason) => {
+                write!(f, "the boot loader did not start the kernel: {reason}")
+            }
         }
     }
 }
@@ -228,7 +234,9 @@ impl RunnerStatus {
             }
             RunnerStatus::Timeout => "the kernel did not stop within --timeout; QEMU was killed",
             RunnerStatus::BuildFailed => "building the kernel failed",
-            RunnerStatus::QemuUnavailable => "QEMU is missing and could not be installed",
+            RunnerStatus::QemuUnavailable => {
+                "a host tool (QEMU, U-Boot, fsck.gfs2) is missing and could not be installed"
+            }
             RunnerStatus::RunnerError => "the runner failed otherwise (unreadable kernel ELF, I/O)",
             RunnerStatus::Gfs2Failed => {
                 "a gfs2 command failed on the image (no such path, a corrupt filesystem)"

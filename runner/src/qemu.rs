@@ -156,6 +156,15 @@ pub struct DiskImage {
     pub blkdebug_config: Option<PathBuf>,
 }
 
+/// A file placed in guest RAM at a physical address, byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInMemory {
+    /// The file.
+    pub path: PathBuf,
+    /// The guest physical address of its first byte.
+    pub address: u64,
+}
+
 /// The machine to boot: everything but the architecture and the files.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Machine {
@@ -169,6 +178,9 @@ pub struct Machine {
     pub disks: Vec<DiskImage>,
     /// A file loaded as the initrd (`-initrd`).
     pub initrd: Option<PathBuf>,
+    /// Files QEMU's generic loader copies into guest RAM as they are, before the firmware
+    /// runs (`-device loader`).
+    pub files_in_memory: Vec<FileInMemory>,
     /// Extra arguments appended to QEMU's command line as they are.
     pub extra_args: Vec<OsString>,
 }
@@ -249,6 +261,14 @@ pub fn qemu_args(
         };
         args.push("-device".into());
         args.push(format!("{device},drive=disk{index}").into());
+    }
+    for file in &machine.files_in_memory {
+        // `force-raw`: an ELF or uImage is copied as it is, not loaded as a program.
+        let mut option = OsString::from("loader,file=");
+        option.push(escape_option_value(file.path.as_os_str()));
+        option.push(format!(",addr={:#x},force-raw=on", file.address));
+        args.push("-device".into());
+        args.push(option);
     }
     args.extend(machine.extra_args.iter().cloned());
     args
@@ -365,6 +385,7 @@ mod tests {
             memory_mib: 512,
             disks: Vec::new(),
             initrd: None,
+            files_in_memory: Vec::new(),
             extra_args: vec!["-S".into()],
         }
     }
@@ -490,6 +511,28 @@ mod tests {
         ));
         assert!(!DiskBus::Mmio.exists_on(Arch::X86_64));
         assert_eq!(DiskBus::default_for(Arch::X86_64), DiskBus::Pci);
+    }
+
+    #[test]
+    fn files_in_memory_become_raw_loader_devices() {
+        let mut with_files = machine("");
+        with_files.files_in_memory = vec![FileInMemory {
+            path: "/t/kernel,1.bin".into(),
+            address: 0x8400_0000,
+        }];
+        let args = strings(&qemu_args(
+            Arch::Riscv64,
+            Path::new("/k"),
+            &Firmware::Default,
+            &with_files,
+        ));
+        assert!(has(
+            &args,
+            &[
+                "-device",
+                "loader,file=/t/kernel,,1.bin,addr=0x84000000,force-raw=on"
+            ]
+        ));
     }
 
     #[test]

@@ -6,13 +6,18 @@
 //! ([`crate::interrupt`]) sends to the same channel. The calling thread decodes and prints
 //! while it waits on the channel with `recv_timeout` up to the deadline, so nothing polls or
 //! sleeps. After QEMU exits the readers drain what it wrote, for at most [`DRAIN_TIME`].
+//!
+//! Booted through U-Boot ([`BootLoader::UBoot`]), QEMU's stdin (the serial port's input) is a
+//! pipe: the supervising thread shows U-Boot's console text to a [`ConsoleScript`] as it
+//! arrives and types what the script says, until the kernel starts.
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, BufRead as _, BufReader};
+use std::io::{self, BufRead as _, BufReader, Write as _};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,7 +28,8 @@ use crate::image::{self, ImageError};
 use crate::interrupt;
 use crate::kernel_build::{runner_output_dir, workspace_root};
 use crate::outcome::{Outcome, QemuExit, QemuFailure, classify_exit};
-use crate::qemu::{self, DiskImage, Firmware, Machine, QemuSetupError, process};
+use crate::qemu::{self, DiskImage, FileInMemory, Firmware, Machine, QemuSetupError, process};
+use crate::uboot::{self, ConsoleAction, ConsoleScript, UBootError};
 
 /// How long to keep reading QEMU's output after it exited or was killed.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
@@ -37,6 +43,18 @@ pub enum ImageFormat {
     /// riscv64 only: the flat binary image behind OpenSBI padded to 2600 KiB, which QEMU
     /// loads at 0x80400000 (see [`crate::image`]).
     FlatAtSecondAddress,
+}
+
+/// What starts the kernel after the firmware.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum BootLoader {
+    /// None: QEMU loads the kernel and the firmware (OpenSBI, SeaBIOS) jumps to it.
+    #[default]
+    Direct,
+    /// riscv64 only: U-Boot (S-mode, under OpenSBI) boots the flat image with `booti`, as
+    /// on a VisionFive 2 (see [`crate::uboot`]).
+    #[value(name = "u-boot")]
+    UBoot,
 }
 
 /// Printing the run as it happens, for a person at a terminal.
@@ -57,6 +75,8 @@ pub struct RunConfig {
     pub kernel: PathBuf,
     /// How the kernel is handed to QEMU.
     pub image_format: ImageFormat,
+    /// What starts the kernel after the firmware.
+    pub boot_loader: BootLoader,
     /// The kernel command line.
     pub command_line: String,
     /// Number of CPUs.
@@ -82,6 +102,7 @@ impl RunConfig {
             arch,
             kernel,
             image_format: ImageFormat::Elf,
+            boot_loader: BootLoader::Direct,
             command_line: String::new(),
             smp: 1,
             memory_mib: 256,
@@ -157,6 +178,14 @@ pub enum RunError {
     Image(#[from] ImageError),
     #[error("a flat kernel image boots only on riscv64, not on {0}")]
     FlatImageUnsupported(Arch),
+    #[error("booting through U-Boot works only on riscv64, not on {0}")]
+    BootLoaderUnsupported(Arch),
+    #[error("U-Boot boots the flat image at its own address; it cannot take --flat-image too")]
+    FlatImageWithBootLoader,
+    #[error("reading the size of the initrd {path}: {source}")]
+    InitrdUnreadable { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    UBoot(#[from] UBootError),
     #[error("{arch} has no {bus:?} bus for disks (riscv64 has MMIO and PCI, x86_64 only PCI)")]
     DiskBusUnsupported { bus: qemu::DiskBus, arch: Arch },
     #[error(transparent)]
@@ -188,16 +217,31 @@ pub fn run(config: &RunConfig) -> Result<RunReport, RunError> {
         });
     }
     qemu::ensure_qemu(config.arch)?;
-    let (kernel_image, firmware) = prepare_image(config, &elf)?;
+    let mut plan = match config.boot_loader {
+        BootLoader::Direct => {
+            let (kernel, firmware) = prepare_image(config, &elf)?;
+            BootPlan {
+                kernel,
+                firmware,
+                command_line: config.command_line.clone(),
+                initrd: config.initrd.clone(),
+                files_in_memory: Vec::new(),
+                console_script: None,
+                run_files: Vec::new(),
+            }
+        }
+        BootLoader::UBoot => prepare_u_boot(config, &elf)?,
+    };
     let machine = Machine {
-        command_line: config.command_line.clone(),
+        command_line: plan.command_line.clone(),
         smp: config.smp,
         memory_mib: config.memory_mib,
         disks: config.disks.clone(),
-        initrd: config.initrd.clone(),
+        initrd: plan.initrd.clone(),
+        files_in_memory: plan.files_in_memory.clone(),
         extra_args: config.extra_qemu_args.clone(),
     };
-    let args = qemu::qemu_args(config.arch, &kernel_image, &firmware, &machine);
+    let args = qemu::qemu_args(config.arch, &plan.kernel, &plan.firmware, &machine);
     let qemu_command = qemu::display_command(config.arch.qemu_binary(), &args);
     if config.echo.is_some_and(|echo| echo.verbose) {
         eprintln!("runner: {qemu_command}");
@@ -208,6 +252,10 @@ pub fn run(config: &RunConfig) -> Result<RunReport, RunError> {
     let mut supervisor = Supervisor {
         config,
         decoder,
+        console: plan.console_script.take().map(|script| Console {
+            script,
+            keyboard: None,
+        }),
         report: RunReport {
             // Replaced by the outcome `run_to_end` returns.
             outcome: Outcome::Interrupted,
@@ -224,7 +272,109 @@ pub fn run(config: &RunConfig) -> Result<RunReport, RunError> {
     let mut command = Command::new(config.arch.qemu_binary());
     command.args(&args);
     supervisor.report.outcome = supervisor.run_to_end(command);
+    for path in &plan.run_files {
+        // QEMU read it at start-up; a file left behind only takes space.
+        let _ = fs::remove_file(path);
+    }
     Ok(supervisor.report)
+}
+
+/// How QEMU is to start the kernel.
+struct BootPlan {
+    /// QEMU's `-kernel`: the kernel, or the boot loader.
+    kernel: PathBuf,
+    /// The firmware.
+    firmware: Firmware,
+    /// QEMU's `-append` (empty when the boot loader passes the command line).
+    command_line: String,
+    /// QEMU's `-initrd`.
+    initrd: Option<PathBuf>,
+    /// Files placed in guest RAM for the boot loader.
+    files_in_memory: Vec<FileInMemory>,
+    /// What to type at the boot loader's console.
+    console_script: Option<ConsoleScript>,
+    /// Files written for this run only, removed after it.
+    run_files: Vec<PathBuf>,
+}
+
+/// Plans the boot through U-Boot: U-Boot as QEMU's `-kernel`, the flat image and the initrd
+/// in RAM where `booti` takes them, and the `booti` command to type.
+fn prepare_u_boot(config: &RunConfig, elf: &[u8]) -> Result<BootPlan, RunError> {
+    if config.arch != Arch::Riscv64 {
+        return Err(RunError::BootLoaderUnsupported(config.arch));
+    }
+    if config.image_format != ImageFormat::Elf {
+        return Err(RunError::FlatImageWithBootLoader);
+    }
+    uboot::ensure_u_boot()?;
+
+    let flat = image::flat_image(elf)?;
+    uboot::check_fits(
+        "kernel image",
+        uboot::KERNEL_ADDRESS,
+        flat.bytes.len() as u64,
+        uboot::INITRD_ADDRESS,
+        config.memory_mib,
+    )?;
+    let initrd_size = match &config.initrd {
+        Some(path) => {
+            let size = fs::metadata(path)
+                .map_err(|source| RunError::InitrdUnreadable {
+                    path: path.clone(),
+                    source,
+                })?
+                .len();
+            uboot::check_fits(
+                "initrd",
+                uboot::INITRD_ADDRESS,
+                size,
+                u64::MAX,
+                config.memory_mib,
+            )?;
+            Some(size)
+        }
+        None => None,
+    };
+    let command = uboot::booti_command(&config.command_line, initrd_size)?;
+
+    // One file per run: tests boot different kernels through U-Boot at the same time.
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let kernel = runner_output_dir()
+        .join(config.arch.target_triple())
+        .join(format!(
+            "u-boot-kernel-{}-{}.bin",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        ));
+    image::write_atomically(&kernel, &flat.bytes)?;
+    let mut files_in_memory = vec![FileInMemory {
+        path: kernel.clone(),
+        address: uboot::KERNEL_ADDRESS,
+    }];
+    if let Some(path) = &config.initrd {
+        files_in_memory.push(FileInMemory {
+            path: path.clone(),
+            address: uboot::INITRD_ADDRESS,
+        });
+    }
+    if config.echo.is_some_and(|echo| echo.verbose) {
+        eprintln!(
+            "runner: U-Boot {} boots the flat image ({} bytes) placed at {:#x} with: {command}",
+            uboot::U_BOOT_QEMU_SMODE,
+            flat.bytes.len(),
+            uboot::KERNEL_ADDRESS
+        );
+    }
+
+    Ok(BootPlan {
+        kernel: uboot::U_BOOT_QEMU_SMODE.into(),
+        firmware: Firmware::Default,
+        command_line: String::new(),
+        initrd: None,
+        files_in_memory,
+        console_script: Some(ConsoleScript::new(command)),
+        run_files: vec![kernel],
+    })
 }
 
 /// Writes the files QEMU needs for `config.image_format`; returns the `-kernel` file and the
@@ -275,7 +425,16 @@ pub(crate) enum Event {
 struct Supervisor<'a> {
     config: &'a RunConfig,
     decoder: SerialDecoder<'a>,
+    /// The boot loader's console, when something is to be typed at it.
+    console: Option<Console>,
     report: RunReport,
+}
+
+/// A script typing at the boot loader's console through QEMU's stdin.
+struct Console {
+    script: ConsoleScript,
+    /// QEMU's stdin, once QEMU runs.
+    keyboard: Option<ChildStdin>,
 }
 
 impl Supervisor<'_> {
@@ -284,8 +443,13 @@ impl Supervisor<'_> {
         let (events, receiver) = mpsc::channel();
         let _ctrl_c = interrupt::register(events.clone());
 
+        let stdin = if self.console.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
         command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let started = Instant::now();
@@ -298,6 +462,9 @@ impl Supervisor<'_> {
                 )));
             }
         };
+        if let Some(console) = &mut self.console {
+            console.keyboard = child.stdin.take();
+        }
         start_watchers(&mut child, events);
 
         let deadline = started + self.config.timeout;
@@ -310,7 +477,17 @@ impl Supervisor<'_> {
             let limit = drain_deadline.unwrap_or(deadline);
             let event = receiver.recv_timeout(limit.saturating_duration_since(Instant::now()));
             match event {
-                Ok(Event::Serial(bytes)) => self.serial(&bytes),
+                Ok(Event::Serial(bytes)) => {
+                    let failure = self.serial(&bytes);
+                    if let Some(failure) = failure
+                        && exited_at.is_none()
+                        && stopped_by_runner.is_none()
+                    {
+                        let _ = child.kill();
+                        stopped_by_runner = Some(Outcome::QemuFailed(failure));
+                        drain_deadline = Some(Instant::now() + DRAIN_TIME);
+                    }
+                }
                 Ok(Event::SerialClosed) => serial_open = false,
                 Ok(Event::StderrLine(line)) => self.stderr_line(line),
                 Ok(Event::StderrClosed) => stderr_open = false,
@@ -357,10 +534,33 @@ impl Supervisor<'_> {
         }
     }
 
-    fn serial(&mut self, bytes: &[u8]) {
+    /// Takes bytes from the serial port; returns why the run must stop, if the boot loader
+    /// failed.
+    fn serial(&mut self, bytes: &[u8]) -> Option<QemuFailure> {
         self.report.serial_bytes.extend_from_slice(bytes);
+        let firmware_text = if self.decoder.kernel_started() {
+            &[][..]
+        } else {
+            bytes.split(|&byte| byte == 0).next().unwrap_or_default()
+        };
         for item in self.decoder.push(bytes) {
             self.serial_item(item);
+        }
+        self.console_text(firmware_text)
+    }
+
+    /// Shows firmware text to the console script and types what it asks for.
+    fn console_text(&mut self, text: &[u8]) -> Option<QemuFailure> {
+        let console = self.console.as_mut()?;
+        match console.script.read(text)? {
+            ConsoleAction::Type(keys) => {
+                // A failed write means QEMU is gone; its exit is reported on its own.
+                if let Some(keyboard) = &mut console.keyboard {
+                    let _ = keyboard.write_all(&keys).and_then(|()| keyboard.flush());
+                }
+                None
+            }
+            ConsoleAction::BootFailed(reason) => Some(QemuFailure::BootLoaderFailed(reason)),
         }
     }
 

@@ -12,88 +12,18 @@
 //! data block of `/one-mib` with EIO: that file's read must fail naming the disk and the
 //! block, and every other file must still read correctly.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+mod common;
+
+use std::path::Path;
 use std::time::Duration;
 
+use common::{
+    FileReport, SIZE_LIMIT, check, check_every_file, check_every_file_on, file_reports,
+    fixture_image, manifest,
+};
 use drivers::block::RamDisk;
 use fs::gfs2::{Extent, Filesystem};
 use runner::{Arch, DiskBus, DiskImage, LogLevel, Outcome, RunConfig, RunReport};
-use sha2::{Digest as _, Sha256};
-
-/// Files larger than this are skipped by the quicker runs (the kernel's `sha256-all=BYTES`).
-const SIZE_LIMIT: u64 = 16 << 20;
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fs/tests/data");
-
-/// One regular file of the manifest.
-#[derive(Debug)]
-struct ManifestFile {
-    size: u64,
-    sha256: String,
-}
-
-/// The regular files of the 4 KiB fixture's manifest, by path.
-fn manifest() -> &'static BTreeMap<String, ManifestFile> {
-    static MANIFEST: OnceLock<BTreeMap<String, ManifestFile>> = OnceLock::new();
-    MANIFEST.get_or_init(|| {
-        let text = std::fs::read_to_string(Path::new(FIXTURES).join("gfs2-4k.manifest")).unwrap();
-        text.lines()
-            .filter_map(|line| {
-                let columns: Vec<&str> = line.split('\t').collect();
-                (columns.first() == Some(&"f")).then(|| {
-                    let file = ManifestFile {
-                        size: columns[2].parse().unwrap(),
-                        sha256: columns[4].to_owned(),
-                    };
-                    (columns[5].to_owned(), file)
-                })
-            })
-            .collect()
-    })
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-/// The expected SHA-256 of an unpacked fixture from `gfs2-SHA256SUMS`.
-fn listed_sha256(name: &str) -> String {
-    let sums = std::fs::read_to_string(Path::new(FIXTURES).join("gfs2-SHA256SUMS")).unwrap();
-    sums.lines()
-        .find_map(|line| {
-            let (sum, file) = line.split_once(char::is_whitespace)?;
-            (file.trim_start_matches([' ', '*']) == name).then(|| sum.to_owned())
-        })
-        .unwrap_or_else(|| panic!("{name} is not in gfs2-SHA256SUMS"))
-}
-
-/// The 4 KiB-block fixture, unpacked once under the test's target directory (a copy left by
-/// an earlier run is reused when its checksum still matches).
-fn image() -> &'static Path {
-    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("block-gfs2-4k.img");
-        let expected = listed_sha256("gfs2-4k.img");
-        if std::fs::read(&path).is_ok_and(|image| sha256_hex(&image) == expected) {
-            return path;
-        }
-
-        let compressed = std::fs::read(Path::new(FIXTURES).join("gfs2-4k.img.xz")).unwrap();
-        let mut image = Vec::new();
-        lzma_rs::xz_decompress(&mut compressed.as_slice(), &mut image).unwrap();
-        assert_eq!(sha256_hex(&image), expected, "the unpacked image");
-        // Written aside and renamed, so a concurrent test never sees half an image.
-        let partial = path.with_extension(format!("partial.{}", std::process::id()));
-        std::fs::write(&partial, &image).unwrap();
-        std::fs::rename(&partial, &path).unwrap();
-        path
-    })
-}
 
 fn boot(arch: Arch, command_line: &str, configure: impl FnOnce(&mut RunConfig)) -> RunReport {
     let kernel = runner::build_kernel(arch, LogLevel::Info)
@@ -105,116 +35,10 @@ fn boot(arch: Arch, command_line: &str, configure: impl FnOnce(&mut RunConfig)) 
     runner::run(&config).unwrap_or_else(|error| panic!("running the {arch} kernel: {error}"))
 }
 
-#[track_caller]
-fn check(report: &RunReport, condition: bool, what: &str) {
-    assert!(
-        condition,
-        "{what}\n--- run transcript ---\n{}",
-        report.transcript()
-    );
-}
-
-/// What the kernel said about each file: its hash, that it skipped it, or that it failed.
-#[derive(Debug, PartialEq, Eq)]
-enum FileReport {
-    Hashed(String),
-    Skipped(u64),
-    Failed(String),
-}
-
-fn file_reports(report: &RunReport) -> BTreeMap<String, FileReport> {
-    let mut files = BTreeMap::new();
-    for message in report.messages() {
-        let Some(rest) = message.strip_prefix("file ") else {
-            continue;
-        };
-        let (path, what) = if let Some((path, hash)) = rest.rsplit_once(" sha256 ") {
-            (path, FileReport::Hashed(hash.to_owned()))
-        } else if let Some((path, size)) = rest.rsplit_once(" skipped: ") {
-            let size = size.trim_end_matches(" bytes").parse().unwrap();
-            (path, FileReport::Skipped(size))
-        } else if let Some((path, reason)) = rest.split_once(" read failed: ") {
-            (path, FileReport::Failed(reason.to_owned()))
-        } else {
-            continue;
-        };
-        let previous = files.insert(path.to_owned(), what);
-        check(
-            report,
-            previous.is_none(),
-            &format!("{path} reported twice"),
-        );
-    }
-    files
-}
-
-/// Checks that every manifest file was hashed right, or skipped for its size when a limit
-/// was given, and that the kernel reported nothing else.
-fn check_every_file(report: &RunReport, size_limit: Option<u64>, disk: &str) {
-    check_every_file_on(report, size_limit, disk, None);
-}
-
-/// [`check_every_file`], and that the disk was found attached as `attachment`
-/// (`virtio-mmio (legacy)`, `virtio-mmio`, `virtio-pci`).
-fn check_every_file_on(
-    report: &RunReport,
-    size_limit: Option<u64>,
-    disk: &str,
-    attachment: Option<&str>,
-) {
-    if let Some(attachment) = attachment {
-        let prefix = format!("disk {disk}: virtio-blk on {attachment}, ");
-        check(
-            report,
-            report
-                .messages()
-                .any(|message| message.starts_with(&prefix)),
-            &format!("no line starting {prefix:?}"),
-        );
-    }
-    check(
-        report,
-        report.outcome == Outcome::Success,
-        "the kernel did not exit successfully",
-    );
-    check(
-        report,
-        report
-            .messages()
-            .any(|message| message.starts_with(&format!("mounted gfs2 from {disk} "))),
-        &format!("the kernel did not mount {disk}"),
-    );
-
-    let files = file_reports(report);
-    for (path, expected) in manifest() {
-        let expected_report = match size_limit {
-            Some(limit) if expected.size > limit => FileReport::Skipped(expected.size),
-            _ => FileReport::Hashed(expected.sha256.clone()),
-        };
-        check(
-            report,
-            files.get(path) == Some(&expected_report),
-            &format!(
-                "{path}: expected {expected_report:?}, got {:?}",
-                files.get(path)
-            ),
-        );
-    }
-    let extra: Vec<_> = files
-        .keys()
-        .filter(|path| !manifest().contains_key(*path))
-        .collect();
-    check(
-        report,
-        extra.is_empty(),
-        &format!("files not in the manifest: {extra:?}"),
-    );
-}
-
 fn disk(bus: DiskBus) -> impl FnOnce(&mut RunConfig) {
     move |config| {
         config.disks.push(DiskImage {
-            path: image().to_owned(),
+            path: fixture_image().to_owned(),
             bus,
             blkdebug_config: None,
         });
@@ -269,7 +93,7 @@ fn riscv64_initrd_reads_every_file_and_root_picks_it() {
         &format!("root=initrd {}", limited()),
         |config| {
             disk(DiskBus::Mmio)(config);
-            config.initrd = Some(image().to_owned());
+            config.initrd = Some(fixture_image().to_owned());
         },
     );
     check_every_file(&report, Some(SIZE_LIMIT), "initrd");
@@ -278,7 +102,7 @@ fn riscv64_initrd_reads_every_file_and_root_picks_it() {
 #[test]
 fn x86_64_initrd_reads_every_file() {
     let report = boot(Arch::X86_64, &limited(), |config| {
-        config.initrd = Some(image().to_owned());
+        config.initrd = Some(fixture_image().to_owned());
     });
     check_every_file(&report, Some(SIZE_LIMIT), "initrd");
 }
@@ -323,7 +147,7 @@ fn riscv64_demo_lists_the_root_and_reads_files() {
 /// The first device sector of a data block of `path` in the fixture, found with the host's
 /// gfs2 reader, and the filesystem block it belongs to.
 fn data_sector_of(path: &str) -> (u64, u64) {
-    let bytes = std::fs::read(image()).unwrap();
+    let bytes = std::fs::read(fixture_image()).unwrap();
     let filesystem = Filesystem::open(RamDisk::new(&bytes, 512).unwrap()).unwrap();
     let inode = filesystem.lookup(path).unwrap();
     // The middle of the file, so the failed request is not the read's first.
@@ -350,7 +174,7 @@ fn riscv64_read_error_names_disk_and_block_and_others_still_read() {
 
     let report = boot(Arch::Riscv64, &limited(), |config| {
         config.disks.push(DiskImage {
-            path: image().to_owned(),
+            path: fixture_image().to_owned(),
             bus: DiskBus::Mmio,
             blkdebug_config: Some(config_path.clone()),
         });

@@ -5,25 +5,20 @@
 //! Every boot waits on QEMU with a deadline (the run's timeout); nothing sleeps. The kernel is
 //! built once per architecture for the whole test binary.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::{check, check_boot_log, check_every_kernel_test_passes, message_starting};
 use runner::image::flat_image;
 use runner::kernel_build::workspace_root;
 use runner::{
     Arch, ImageFormat, Level, LogLevel, Outcome, QemuFailure, RunConfig, RunReport, RunnerStatus,
     SerialItem,
 };
-
-/// Tests every in-kernel test run must include.
-const KNOWN_KERNEL_TESTS: [&str; 4] = [
-    "mem::frame::reserved_ranges_are_never_allocated",
-    "time::clock_is_monotonic",
-    "fault::unmapped_read_reports_page_fault",
-    "mem::heap::survives_allocation_churn",
-];
 
 /// The address `fault=read` reads (kernel/src/fault_tests.rs).
 const UNMAPPED_ADDRESS: &str = "0xdead0000";
@@ -54,207 +49,6 @@ fn test_boot(arch: Arch) -> &'static RunReport {
         Arch::X86_64 => &BOOTS[1],
     };
     slot.get_or_init(|| boot(arch, "test"))
-}
-
-/// Fails with the whole run's transcript unless `condition` holds.
-#[track_caller]
-fn check(report: &RunReport, condition: bool, what: &str) {
-    assert!(
-        condition,
-        "{what}\n--- run transcript ---\n{}",
-        report.transcript()
-    );
-}
-
-/// The first decoded message starting with `prefix`.
-fn message_starting<'r>(report: &'r RunReport, prefix: &str) -> Option<&'r str> {
-    report
-        .messages()
-        .find(|message| message.starts_with(prefix))
-}
-
-/// Parses `0x...` (up to the first non-hex-digit).
-fn parse_hex(text: &str) -> Option<u64> {
-    let digits = text.strip_prefix("0x")?;
-    let end = digits
-        .find(|c: char| !c.is_ascii_hexdigit())
-        .unwrap_or(digits.len());
-    u64::from_str_radix(&digits[..end], 16).ok()
-}
-
-/// One `test NAME ... RESULT` line of the in-kernel test run.
-struct KernelTestResult {
-    name: String,
-    passed: bool,
-}
-
-fn kernel_test_results(report: &RunReport) -> Vec<KernelTestResult> {
-    report
-        .lines
-        .iter()
-        .filter_map(|line| {
-            let rest = line.message.strip_prefix("test ")?;
-            let (name, result) = rest.split_once(" ... ")?;
-            Some(KernelTestResult {
-                name: name.to_owned(),
-                passed: result.starts_with("ok (") && line.level == Some(Level::Info),
-            })
-        })
-        .collect()
-}
-
-/// Checks a `test` boot: every test the kernel announced ran and passed, the known tests are
-/// among them, the summary agrees, and the run ended in success.
-fn check_every_kernel_test_passes(arch: Arch, report: &RunReport) {
-    check(
-        report,
-        report.outcome == Outcome::Success,
-        "the run did not succeed",
-    );
-
-    let announced: usize = message_starting(report, "running ")
-        .and_then(|message| message.strip_suffix(" kernel tests"))
-        .and_then(|count| count.strip_prefix("running "))
-        .and_then(|count| count.parse().ok())
-        .unwrap_or_else(|| panic!("no `running N kernel tests` line\n{}", report.transcript()));
-
-    let results = kernel_test_results(report);
-    check(
-        report,
-        results.len() == announced,
-        &format!("{announced} tests announced, {} reported", results.len()),
-    );
-    for result in &results {
-        check(
-            report,
-            result.passed,
-            &format!("kernel test {} failed", result.name),
-        );
-    }
-    let mut names: Vec<&str> = results.iter().map(|result| result.name.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    check(
-        report,
-        names.len() == results.len(),
-        "a test name was reported twice",
-    );
-    for known in KNOWN_KERNEL_TESTS {
-        check(
-            report,
-            names.contains(&known),
-            &format!("kernel test {known} did not run"),
-        );
-    }
-    let arch_prefix = format!("{}::", arch.name());
-    check(
-        report,
-        names.iter().any(|name| name.starts_with(&arch_prefix)),
-        &format!("no {arch_prefix} test ran"),
-    );
-
-    let summary = format!("test result: {announced} passed, 0 failed");
-    check(
-        report,
-        report.messages().any(|message| message == summary),
-        &format!("no summary line `{summary}`"),
-    );
-}
-
-/// Checks that the boot log states the architecture, boot CPU, load address, memory,
-/// reservations, command line and timer frequency.
-fn check_boot_log(arch: Arch, report: &RunReport, command_line: &str, load_address: u64) {
-    let booting = message_starting(report, "booting on ")
-        .unwrap_or_else(|| panic!("no `booting on` line\n{}", report.transcript()));
-    check(
-        report,
-        booting.starts_with(&format!("booting on {}, boot cpu ", arch.name())),
-        "the boot line names another architecture",
-    );
-    let loaded_at = booting
-        .split_once("kernel loaded at ")
-        .and_then(|(_, address)| parse_hex(address));
-    check(
-        report,
-        loaded_at == Some(load_address),
-        &format!("the kernel should say it was loaded at {load_address:#x}"),
-    );
-
-    let memory_mib: u64 = report
-        .messages()
-        .filter_map(|message| message.strip_prefix("memory: "))
-        .filter_map(|region| {
-            region
-                .split_once(" (")?
-                .1
-                .strip_suffix(" MiB)")?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
-    check(
-        report,
-        (200..=256).contains(&memory_mib),
-        &format!("memory regions add up to {memory_mib} MiB of the 256 MiB machine"),
-    );
-
-    let reservations: Vec<&str> = report
-        .messages()
-        .filter(|message| message.starts_with("reserved: "))
-        .collect();
-    for kind in ["KernelImage", "Firmware"] {
-        check(
-            report,
-            reservations.iter().any(|line| line.contains(kind)),
-            &format!("no {kind} reservation"),
-        );
-    }
-
-    let expected_command_line = format!("command line: {command_line:?}");
-    check(
-        report,
-        report
-            .messages()
-            .any(|message| message == expected_command_line),
-        &format!("no `{expected_command_line}` line"),
-    );
-
-    let frequency: Option<u64> = message_starting(report, "timer frequency: ")
-        .and_then(|message| {
-            message
-                .strip_prefix("timer frequency: ")?
-                .strip_suffix(" Hz")
-        })
-        .and_then(|hz| hz.parse().ok());
-    check(
-        report,
-        frequency.is_some_and(|hz| (1_000_000..=10_000_000_000).contains(&hz)),
-        "no plausible timer frequency",
-    );
-
-    // Each line has a timestamp, a level and a location in the kernel's sources.
-    for line in &report.lines {
-        check(
-            report,
-            line.timestamp.is_some(),
-            &format!("no timestamp: {line}"),
-        );
-        check(report, line.level.is_some(), &format!("no level: {line}"));
-        let location = line
-            .location
-            .as_ref()
-            .map(|location| location.file.as_str());
-        check(
-            report,
-            location.is_some_and(|file| file.ends_with(".rs")),
-            &format!("no source location: {line}"),
-        );
-    }
-    check(
-        report,
-        report.malformed_frames == 0,
-        "frames did not decode",
-    );
 }
 
 /// The physical address of the kernel ELF's first loadable byte.
