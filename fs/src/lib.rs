@@ -1,4 +1,5 @@
-//! Filesystems of the kernel: a read-only reader of gfs2's on-disk format.
+//! Filesystems of the kernel: a read-only reader of gfs2's on-disk format, the page cache,
+//! and gfs2's glocks with the read path that takes them only on a cache miss.
 //!
 //! A `no_std` library (it needs `alloc`), built and tested on the host and used unchanged by
 //! the kernel. It reads through the [`BlockDevice`](drivers::block::BlockDevice) trait of
@@ -30,3 +31,6 @@ extern crate alloc;
 extern crate std;
 
 pub mod gfs2;
+pub mod pagecache;
+
+mod sync;

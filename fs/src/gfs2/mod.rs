@@ -13,7 +13,9 @@
 //! - [`Filesystem::map_block`] and [`Filesystem::map_extent`] map a file's logical blocks to
 //!   device blocks through its metadata tree (the metapath), for a page cache;
 //! - [`Filesystem::rgrps`], [`Filesystem::rgrp_header`] and [`Filesystem::rgrp_bitmap`]
-//!   describe the resource groups and their free and used blocks.
+//!   describe the resource groups and their free and used blocks;
+//! - a [`Mount`] reads files through the [page cache](crate::pagecache) under inode
+//!   [`glock`]s, taking a glock only when a page is not cached ([`read`](mod@read)).
 //!
 //! The disk is input: every field is checked before it is used to address memory, a loop
 //! bound or an allocation, and bad contents end in a typed [`Corruption`], never a panic or a
@@ -40,9 +42,11 @@ mod error;
 
 pub mod dir;
 pub mod file;
+pub mod glock;
 pub mod inode;
 pub mod metapath;
 pub mod ondisk;
+pub mod read;
 pub mod rgrp;
 pub mod superblock;
 
@@ -54,9 +58,11 @@ use drivers::block::BlockDevice;
 pub use dir::DirEntry;
 pub use error::{Corruption, DirentProblem, Error, RgrpProblem, RindexProblem};
 pub use file::File;
+pub use glock::{GlockManager, GlockName, LockState};
 pub use inode::{FileType, Inode, Stat};
 pub use metapath::Extent;
 pub use ondisk::{Dinode, Inum, MetaType, RgrpHeader, RindexEntry, Timestamp};
+pub use read::{CachedInode, Mount, MountError, ReadPolicy, UnmapHook};
 pub use rgrp::BitmapCounts;
 pub use superblock::{Geometry, Superblock};
 
