@@ -252,10 +252,11 @@ impl<H: Hal, T: Transport> BlockDevice for VirtioBlock<H, T> {
                 }
                 core::hint::spin_loop();
             };
-            let Some(request) = slots
+            // Completed where it was submitted: the device was lent the addresses of the
+            // header and status in the slot, and the DMA layer matches them on return.
+            let Some(slot) = slots
                 .iter_mut()
                 .find(|slot| slot.as_ref().is_some_and(|request| request.token == token))
-                .and_then(Option::take)
             else {
                 // The device used a descriptor chain that no request owns. The buffers of
                 // the requests still on the queue are lent to a device that no longer
@@ -265,12 +266,17 @@ impl<H: Hal, T: Transport> BlockDevice for VirtioBlock<H, T> {
                     self.name, token
                 );
             };
-            let mut request = request;
+            let Some(request) = slot.as_mut() else {
+                unreachable!("the slot was found holding a request");
+            };
             let count = (request.buffer.len() / SECTOR_SIZE) as u64;
-            if let Err(failure) = queue::complete(&mut device, &mut request)
+            let completed = queue::complete(&mut device, request);
+            let sector = request.sector;
+            *slot = None;
+            if let Err(failure) = completed
                 && first_error.is_none()
             {
-                first_error = Some(self.read_error(request.sector, count, failure));
+                first_error = Some(self.read_error(sector, count, failure));
             }
         }
 
