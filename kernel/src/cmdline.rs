@@ -17,6 +17,15 @@ pub enum Action<'a> {
     /// Mount the root filesystem and log the SHA-256 of every regular file on it; files larger
     /// than `max_size` bytes (`sha256-all=BYTES`) are listed as skipped instead.
     HashAllFiles { max_size: Option<u64> },
+    /// Mount the root filesystem in a simulated cluster and read files through file
+    /// mappings, with the fault counters (`crate::mmap::selftest`).
+    MmapSelftest,
+    /// Mount the root filesystem in a simulated cluster and check the cached-only read path
+    /// (cold, hot, always locking, after a remote write), logging each read's cost.
+    CacheSelftest,
+    /// Mount the root filesystem and time reading `/bench-64m` cold, hot, and in cached
+    /// 4 KiB reads.
+    Bench,
 }
 
 /// A parsed command line.
@@ -54,6 +63,12 @@ impl<'a> CommandLine<'a> {
             .last()
     }
 
+    /// The page cache's size in pages (`cache_pages=N`); the last one wins. A value that is
+    /// not a positive number is ignored (and reported as an unknown word).
+    pub fn cache_pages(&self) -> Option<u64> {
+        self.words().filter_map(cache_pages_of_word).last()
+    }
+
     /// Words the kernel does not know, to be reported.
     pub fn unknown_words(&self) -> impl Iterator<Item = &'a str> {
         self.words().filter(|word| !is_known(word))
@@ -76,10 +91,21 @@ fn action_of_word(word: &str) -> Option<Action<'_>> {
         }),
         ("fault", Some("read")) => Some(Action::Fault),
         ("panic", None) => Some(Action::Panic),
+        ("mmap-selftest", None) => Some(Action::MmapSelftest),
         ("sha256-all", None) => Some(Action::HashAllFiles { max_size: None }),
         ("sha256-all", Some(bytes)) => Some(Action::HashAllFiles {
             max_size: Some(bytes.parse().ok()?),
         }),
+        ("cache-selftest", None) => Some(Action::CacheSelftest),
+        ("bench", None) => Some(Action::Bench),
+        _ => None,
+    }
+}
+
+/// The page count of a valid `cache_pages=N` word.
+fn cache_pages_of_word(word: &str) -> Option<u64> {
+    match split_word(word) {
+        ("cache_pages", Some(pages)) => pages.parse().ok().filter(|&pages| pages > 0),
         _ => None,
     }
 }
@@ -88,7 +114,9 @@ fn action_of_word(word: &str) -> Option<Action<'_>> {
 /// `earlycon`) are accepted silently, as U-Boot and QEMU add them.
 fn is_known(word: &str) -> bool {
     let (key, _) = split_word(word);
-    action_of_word(word).is_some() || matches!(key, "console" | "earlycon" | "root" | "quiet")
+    action_of_word(word).is_some()
+        || cache_pages_of_word(word).is_some()
+        || matches!(key, "console" | "earlycon" | "root" | "quiet")
 }
 
 pub mod tests {
@@ -122,6 +150,10 @@ pub mod tests {
             "the last action wins"
         );
         ktest_assert!(
+            CommandLine::parse("root=initrd mmap-selftest").action() == Action::MmapSelftest,
+            "mmap-selftest maps files"
+        );
+        ktest_assert!(
             CommandLine::parse("fault=write").action() == Action::Boot,
             "an unknown fault kind is not an action"
         );
@@ -147,6 +179,23 @@ pub mod tests {
             Some("initrd")
         );
         ktest_assert_eq!(CommandLine::parse("root= test").root(), None);
+        ktest_assert_eq!(
+            CommandLine::parse("cache_pages=64 cache_pages=4096").cache_pages(),
+            Some(4096)
+        );
+        ktest_assert_eq!(CommandLine::parse("cache_pages=0").cache_pages(), None);
+        ktest_assert!(
+            CommandLine::parse("cache-selftest").action() == Action::CacheSelftest,
+            "cache-selftest is an action"
+        );
+        ktest_assert!(
+            CommandLine::parse("bench").action() == Action::Bench,
+            "bench is an action"
+        );
+        ktest_assert_eq!(
+            CommandLine::parse("cache_pages=x").unknown_words().count(),
+            1
+        );
 
         let line = CommandLine::parse("test bogus=1 console=ttyS0 fault=write");
         let mut unknown = line.unknown_words();

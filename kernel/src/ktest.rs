@@ -64,6 +64,7 @@ pub const SUITES: &[&[KernelTest]] = &[
     crate::fault_tests::TESTS,
     crate::block::dma::tests::TESTS,
     crate::vm::tests::TESTS,
+    crate::fscache::tests::TESTS,
 ];
 
 /// How a test run went.

@@ -19,6 +19,10 @@
 //! | `fault=read` | read an unmapped address, to show the trap handler's report |
 //! | `panic` | panic on purpose, to show the panic handler's report |
 //! | `root=DISK` | mount gfs2 from that disk (`virtio0`, `initrd`, ...) instead of the first that has it |
+//! | `cache-selftest` | mount the root filesystem in a simulated cluster and log what cold, hot, always-locking and after-remote-write reads cost |
+//! | `bench` | read `/bench-64m` cold, hot and in cached 4 KiB reads; log one `bench ...` line |
+//! | `cache_pages=N` | give the page cache N pages (default: half the free frames, at most 256 MiB) |
+//! | `mmap-selftest` | mount the root filesystem as node 1 of a simulated cluster and read files through file mappings (`mmap::selftest`) |
 //! | `sha256-all` / `sha256-all=BYTES` | mount the root filesystem and log the SHA-256 of every regular file (of at most BYTES bytes) |
 
 #![no_std]
@@ -34,16 +38,20 @@ mod block;
 mod boot;
 mod cmdline;
 mod fault_tests;
+mod fscache;
 mod ktest;
 mod log;
 mod mem;
+mod mmap;
 mod panic;
+mod readpath;
 mod rootfs;
 mod time;
 mod vm;
 
 use boot::BootInfo;
 use cmdline::{Action, CommandLine};
+use fscache::Locking;
 
 /// How the kernel ends a run; the runner maps each to its own exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
@@ -72,6 +80,10 @@ pub fn kernel_main(boot_info: &BootInfo) -> ! {
         defmt::warn!("ignoring unknown command line word {=str}", word);
     }
 
+    let cache_capacity = command_line
+        .cache_pages()
+        .map_or(fscache::Capacity::Default, fscache::Capacity::Pages);
+
     let exit_code = match command_line.action() {
         Action::RunTests { filter } => {
             let summary = ktest::run_tests(filter);
@@ -85,10 +97,45 @@ pub fn kernel_main(boot_info: &BootInfo) -> ! {
         Action::Panic => panic!("panic requested on the command line"),
         Action::HashAllFiles { max_size } => {
             let disks = block::probe(boot_info);
-            match rootfs::mount(&disks, command_line.root()) {
-                Some(filesystem) => {
-                    rootfs::hash_all_files(&filesystem, max_size.unwrap_or(u64::MAX));
+            match rootfs::mount(&disks, command_line.root(), Locking::Nolock, cache_capacity) {
+                Some(mount) => {
+                    rootfs::hash_all_files(mount.filesystem(), max_size.unwrap_or(u64::MAX));
                     ExitCode::Success
+                }
+                None => ExitCode::BootFailed,
+            }
+        }
+        Action::MmapSelftest => {
+            let disks = block::probe(boot_info);
+            let locking = Locking::SimulatedCluster;
+            match rootfs::mount(&disks, command_line.root(), locking, cache_capacity) {
+                Some(mount) if mmap::selftest::run(mount) => ExitCode::Success,
+                Some(_) => ExitCode::TestsFailed,
+                None => ExitCode::BootFailed,
+            }
+        }
+        Action::CacheSelftest | Action::Bench => {
+            let disks = block::probe(boot_info);
+            let bench = command_line.action() == Action::Bench;
+            let locking = if bench {
+                Locking::Nolock
+            } else {
+                Locking::SimulatedCluster
+            };
+            match rootfs::mount(&disks, command_line.root(), locking, cache_capacity) {
+                Some(mount) => {
+                    let result = if bench {
+                        readpath::bench(mount)
+                    } else {
+                        readpath::selftest(mount)
+                    };
+                    match result {
+                        Ok(()) => ExitCode::Success,
+                        Err(error) => {
+                            defmt::error!("{}", error);
+                            ExitCode::TestsFailed
+                        }
+                    }
                 }
                 None => ExitCode::BootFailed,
             }
@@ -96,8 +143,10 @@ pub fn kernel_main(boot_info: &BootInfo) -> ! {
         Action::Boot => {
             defmt::info!("boot complete");
             let disks = block::probe(boot_info);
-            if let Some(filesystem) = rootfs::mount(&disks, command_line.root()) {
-                rootfs::show(&filesystem);
+            let locking = Locking::SimulatedCluster;
+            if let Some(mount) = rootfs::mount(&disks, command_line.root(), locking, cache_capacity)
+            {
+                rootfs::show(mount);
             }
             ExitCode::Success
         }

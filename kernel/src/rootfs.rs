@@ -1,7 +1,8 @@
 //! The root filesystem: finds the gfs2 volume among the disks, mounts it, and reads it.
 //!
 //! [`mount`] tries every disk [`crate::block::probe`] found, in order, or only the one named
-//! by `root=` on the command line, and mounts the first that holds a gfs2 superblock.
+//! by `root=` on the command line, and mounts the first that holds a gfs2 superblock through
+//! [`crate::fscache`]: a page cache over frames, and inode glocks.
 //! [`show`] is the demo a person sees after boot: the root directory listed, and each regular
 //! file in it read whole (name, size, first line, SHA-256). [`hash_all_files`] reads every
 //! regular file of the volume and logs `file PATH sha256 HEX`, which the runner's tests
@@ -10,16 +11,18 @@
 //! A read error is logged with the path, the device and the block, and the walk goes on with
 //! the next file.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use fs::gfs2::{Corruption, Error, FileType, Filesystem, Inode};
+use fs::gfs2::{Corruption, Error, FileType, Filesystem, Inode, MountError};
 use sha2::{Digest, Sha256};
 
 use crate::block::{Disk, DiskError};
+use crate::fscache::{self, Capacity, ClusterDisk, KernelMount, Locking};
 
-/// A mounted gfs2 volume.
-pub type RootFs = Filesystem<&'static Disk>;
+/// A mounted gfs2 volume, as the directory walk reads it (without the page cache).
+pub type RootFs = Filesystem<&'static ClusterDisk>;
 
 /// The size of each read when a file is read whole: large, so that an extent reaches the disk
 /// as a few large requests.
@@ -32,8 +35,14 @@ const DEMO_READ_LIMIT: u64 = 16 << 20;
 /// How many bytes of a file the demo shows as its first line, at most.
 const FIRST_LINE_MAX: usize = 80;
 
-/// Mounts the gfs2 volume on the disk named `wanted`, or on the first disk that has one.
-pub fn mount(disks: &[&'static Disk], wanted: Option<&str>) -> Option<RootFs> {
+/// Mounts the gfs2 volume on the disk named `wanted`, or on the first disk that has one,
+/// through a page cache of `capacity` pages under glocks of `locking`.
+pub fn mount(
+    disks: &[&'static Disk],
+    wanted: Option<&str>,
+    locking: Locking,
+    capacity: Capacity,
+) -> Option<&'static KernelMount> {
     if let Some(wanted) = wanted
         && !disks.iter().any(|disk| disk.name() == wanted)
     {
@@ -50,10 +59,17 @@ pub fn mount(disks: &[&'static Disk], wanted: Option<&str>) -> Option<RootFs> {
         if wanted.is_some_and(|wanted| wanted != disk.name()) {
             continue;
         }
-        match Filesystem::open(*disk) {
+        let shared: &'static ClusterDisk = Box::leak(Box::new(ClusterDisk::new(disk)));
+        match Filesystem::open(shared) {
             Ok(filesystem) => {
                 log_volume(disk, &filesystem);
-                return Some(filesystem);
+                return match fscache::install(shared, filesystem, locking, capacity) {
+                    Ok(mount) => Some(mount),
+                    Err(error) => {
+                        defmt::error!("cannot mount gfs2 from {=str}: {}", disk.name(), error);
+                        None
+                    }
+                };
             }
             Err(Error::Corrupt(Corruption::BadMagic { .. })) => {
                 defmt::info!("disk {=str}: no gfs2 superblock", disk.name());
@@ -95,8 +111,17 @@ fn log_volume(disk: &Disk, filesystem: &RootFs) {
     }
 }
 
-/// The demo: lists the root directory and reads each regular file in it.
-pub fn show(filesystem: &RootFs) {
+/// The demo: lists the root directory and reads each regular file in it through the page
+/// cache, then shows what a cold, a hot and a read after a remote write cost
+/// ([`crate::readpath::demo`]).
+pub fn show(mount: &KernelMount) {
+    list_root(mount);
+    crate::readpath::demo(mount);
+}
+
+/// Lists the root directory and reads each regular file in it through the page cache.
+fn list_root(mount: &KernelMount) {
+    let filesystem = mount.filesystem();
     let root = filesystem.root().clone();
     let mut entries = match filesystem.read_dir(&root) {
         Ok(entries) => entries,
@@ -145,7 +170,15 @@ pub fn show(filesystem: &RootFs) {
         }
 
         let mut first_line = Vec::new();
-        match read_whole(filesystem, &inode, Some(&mut first_line)) {
+        let mut path = b"/".to_vec();
+        path.extend_from_slice(&entry.name);
+        let hashed = mount.open(&path).and_then(|cached| {
+            read_whole(
+                |offset, buffer| mount.read(&cached, offset, buffer),
+                Some(&mut first_line),
+            )
+        });
+        match hashed {
             Ok(digest) => defmt::info!(
                 "/{=str}: {=u64} bytes, first line {=str:?}, sha256 {=str}",
                 name.as_str(),
@@ -153,9 +186,8 @@ pub fn show(filesystem: &RootFs) {
                 lossy(&first_line).as_str(),
                 hex(&digest).as_str()
             ),
-            Err(error) => {
-                log_read_error("/", name.as_str(), &error);
-            }
+            Err(MountError::Filesystem(error)) => log_read_error("/", name.as_str(), &error),
+            Err(error) => defmt::error!("/{=str} read failed: {}", name.as_str(), error),
         }
     }
 }
@@ -203,7 +235,10 @@ pub fn hash_all_files(filesystem: &RootFs, max_size: u64) -> (usize, usize) {
                     );
                     skipped += 1;
                 }
-                FileType::Regular => match read_whole(filesystem, &inode, None) {
+                FileType::Regular => match read_whole(
+                    |offset, buffer| filesystem.read_at(&inode, offset, buffer),
+                    None,
+                ) {
                     Ok(digest) => {
                         defmt::info!(
                             "file {=str} sha256 {=str}",
@@ -246,19 +281,19 @@ fn log_read_error(prefix: &str, path: &str, error: &Error<DiskError>) {
     }
 }
 
-/// Reads a regular file from start to end; returns its SHA-256, and keeps up to
-/// [`FIRST_LINE_MAX`] bytes of its first line in `first_line` if asked.
-fn read_whole(
-    filesystem: &RootFs,
-    inode: &Inode,
+/// Reads a regular file from start to end with `read_at` (offset, buffer → bytes read, 0 at
+/// the end); returns its SHA-256, and keeps up to [`FIRST_LINE_MAX`] bytes of its first line
+/// in `first_line` if asked.
+pub fn read_whole<E>(
+    mut read_at: impl FnMut(u64, &mut [u8]) -> Result<usize, E>,
     mut first_line: Option<&mut Vec<u8>>,
-) -> Result<[u8; 32], Error<DiskError>> {
+) -> Result<[u8; 32], E> {
     let mut hasher = Sha256::new();
     let mut buffer = alloc::vec![0; READ_CHUNK];
     let mut offset = 0;
 
     loop {
-        let read = filesystem.read_at(inode, offset, &mut buffer)?;
+        let read = read_at(offset, &mut buffer)?;
         if read == 0 {
             break;
         }
@@ -280,12 +315,12 @@ fn read_whole(
 }
 
 /// A name or other disk bytes as text, invalid UTF-8 replaced.
-fn lossy(bytes: &[u8]) -> String {
+pub fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Lower-case hexadecimal.
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {

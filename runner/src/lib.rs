@@ -32,6 +32,7 @@
 //! through QEMU's exit status on each architecture.
 
 pub mod arch;
+pub mod bench;
 pub mod debian;
 pub mod decode;
 pub mod gfs2;

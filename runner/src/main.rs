@@ -38,6 +38,20 @@ enum Command {
     /// Look inside a gfs2 image file with the kernel's gfs2 reader.
     #[command(subcommand)]
     Gfs2(Gfs2Command),
+    /// Read a 64 MiB file cold and hot in the kernel on each architecture; print a table.
+    Bench(BenchArgs),
+}
+
+/// `runner bench`.
+#[derive(Debug, Clone, PartialEq, Args)]
+struct BenchArgs {
+    /// Only this architecture (default: both).
+    #[arg(long, value_enum)]
+    arch: Option<Arch>,
+
+    /// Kill QEMU when a run has not stopped after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600.0, value_parser = parse_timeout)]
+    timeout: f64,
 }
 
 /// `runner gfs2 ...`: paths inside the image start at its root; a leading `/` is optional.
@@ -210,6 +224,7 @@ fn main() -> ExitCode {
     let status = match cli.command.unwrap_or(Command::Run(cli.run)) {
         Command::Run(args) => run(&args),
         Command::Gfs2(command) => gfs2(&command),
+        Command::Bench(args) => bench(&args),
     };
     ExitCode::from(status.code())
 }
@@ -264,6 +279,34 @@ fn run_kernel(
         });
     }
     Ok(runner::run(&config)?)
+}
+
+/// Runs `runner bench`: one benchmark run per architecture, then the table of results.
+fn bench(args: &BenchArgs) -> RunnerStatus {
+    if let Err(error) = runner::install_ctrl_c_handler() {
+        eprintln!("runner: cannot handle Ctrl-C ({error}); it will leave QEMU to die with us");
+    }
+    let arches = match args.arch {
+        Some(arch) => vec![arch],
+        None => vec![Arch::Riscv64, Arch::X86_64],
+    };
+    let mut results = Vec::new();
+    for arch in arches {
+        eprintln!("runner: benchmarking {arch} (64 MiB cold, hot, and cached 4 KiB reads)");
+        match runner::bench::run_bench(arch, Duration::from_secs_f64(args.timeout)) {
+            Ok(result) => results.push(result),
+            Err(error) => {
+                eprintln!("runner: {error}");
+                return match error {
+                    runner::bench::BenchError::Runner(error) => error.runner_status(),
+                    runner::bench::BenchError::Image(error) => error.runner_status(),
+                    runner::bench::BenchError::NoResult { .. } => RunnerStatus::RunnerError,
+                };
+            }
+        }
+    }
+    print!("{}", runner::bench::table(&results));
+    RunnerStatus::Success
 }
 
 /// Runs a `runner gfs2` command: prints what went wrong on stderr and returns the status.

@@ -21,6 +21,8 @@
 //! | --- | --- | --- | --- |
 //! | read, all pages cached | none | cache spinlock, page read locks | none |
 //! | read, a page missing | inode glock SH, once per call | as above, plus fills | readahead of the missing run |
+//! | [`Mount::fault`] with `FAULT_CACHED` | none | cache spinlock | none; `Retry` on a miss |
+//! | [`Mount::fault`] without flags | inode glock SH, for the call | as above, plus a fill | the page |
 //! | demote (another node wants EX) | waits for holders, then drops to UN | cache spinlock (`invalidate`) | none |
 //! | first read after a demote | inode glock SH: `go_lock` | as a miss | dinode, its indirect blocks, data |
 //!
@@ -49,8 +51,8 @@ use super::glock::{
 };
 use super::{Error, FileType, Filesystem, Inode};
 use crate::pagecache::{
-    AddressSpaceOps, Mapping, PAGE_SIZE, PageBuf, PageCache, PageMemory, ReadError, ReadFlags,
-    ReadOutcome,
+    AddressSpaceOps, FaultError, FaultFlags, Mapping, PAGE_SIZE, PageBuf, PageCache, PageMemory,
+    PageRef, ReadError, ReadFlags, ReadOutcome,
 };
 use crate::sync::{AtomicBool, Mutex, Ordering};
 
@@ -278,6 +280,41 @@ impl<D: BlockDevice, L: LockModule, M: PageMemory> Mount<D, L, M> {
             ReadFlags::NONE,
         )?;
         Ok(done + outcome.bytes)
+    }
+
+    /// Pins page `index` of `inode` for a page fault: gfs2's fault operation.
+    ///
+    /// With [`FaultFlags::FAULT_CACHED`] it is the page cache's lookup alone, without the
+    /// glock: the cached page, or [`FaultError::Retry`] with no I/O. Without the flag it
+    /// takes the inode glock in SH (the first grant after a demote re-reads the dinode),
+    /// pins the page (reading it in if it is missing) and releases the glock; the pin keeps
+    /// the page until the caller unmaps it, and a demote unmaps it through the unmap hook
+    /// before the cache drops it.
+    pub fn fault(
+        &self,
+        inode: &CachedInode,
+        index: u64,
+        flags: FaultFlags,
+    ) -> Result<PageRef<'_, M>, FaultError<MountError<D::Error>>> {
+        let pages = InodePages {
+            filesystem: &self.filesystem,
+            inode,
+        };
+        if flags.contains(FaultFlags::FAULT_CACHED) {
+            return self
+                .page_cache
+                .fault(&inode.mapping, &pages, index, FaultFlags::FAULT_CACHED);
+        }
+
+        let _holder = self
+            .glocks
+            .acquire(GlockName::inode(inode.addr), LockState::Shared, self)
+            .map_err(|error| FaultError::Fill {
+                index,
+                source: error.into(),
+            })?;
+        self.page_cache
+            .fault(&inode.mapping, &pages, index, FaultFlags::NONE)
     }
 
     fn cached_inode(&self, addr: u64) -> Option<Arc<CachedInode>> {

@@ -1,4 +1,5 @@
-//! The demo image `cargo run` boots with: `demo/` built into `target/runner/demo.img`.
+//! The demo image `cargo run` boots with: `demo/` built into `target/runner/demo.img`; and the
+//! image `runner bench` reads, one 64 MiB file built into `target/runner/bench.img`.
 //!
 //! The image is rebuilt only when its sources change. A stamp file next to it records what
 //! it was built from: a line per source file (path, type, size, mode, owner and modification
@@ -29,6 +30,48 @@ pub fn demo_image() -> Result<PathBuf, MkfsError> {
     let image = output_dir.join("demo.img");
     build_if_stale(&source, &image, &Options::default())?;
     Ok(image)
+}
+
+/// The file `runner bench` reads, inside the bench image.
+pub const BENCH_FILE: &str = "bench-64m";
+
+/// Its size: 64 MiB.
+pub const BENCH_FILE_BYTES: u64 = 64 << 20;
+
+/// Builds `target/runner/bench.img`, which holds [`BENCH_FILE`] (64 MiB of pseudo-random
+/// bytes, the same on every machine), unless it is up to date, and returns its path.
+pub fn bench_image() -> Result<PathBuf, MkfsError> {
+    let output_dir = runner_output_dir();
+    let source = output_dir.join("bench-src");
+    fs::create_dir_all(&source).map_err(|error| MkfsError::WriteImage {
+        path: source.clone(),
+        source: error,
+    })?;
+    let file = source.join(BENCH_FILE);
+    // Written only when missing or of another size, so the stamp of the image stays valid.
+    if fs::metadata(&file).map(|metadata| metadata.len()).ok() != Some(BENCH_FILE_BYTES) {
+        fs::write(&file, bench_content()).map_err(|error| MkfsError::WriteImage {
+            path: file.clone(),
+            source: error,
+        })?;
+    }
+    let image = output_dir.join("bench.img");
+    build_if_stale(&source, &image, &Options::default())?;
+    Ok(image)
+}
+
+/// [`BENCH_FILE_BYTES`] bytes of xorshift64 output: no block is all zeros, so none becomes a
+/// hole.
+fn bench_content() -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut bytes = Vec::with_capacity(BENCH_FILE_BYTES as usize);
+    while (bytes.len() as u64) < BENCH_FILE_BYTES {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes
 }
 
 /// Builds `image` from `source` unless its stamp says it was built from the same files with

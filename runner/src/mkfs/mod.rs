@@ -56,7 +56,9 @@ use plan::{Content, DirShape, Fill};
 use progress::Progress;
 use write::{ImageWriter, Placement};
 
-pub use demo::{DEMO_SOURCE, build_if_stale, demo_image};
+pub use demo::{
+    BENCH_FILE, BENCH_FILE_BYTES, DEMO_SOURCE, bench_image, build_if_stale, demo_image,
+};
 
 /// The filesystem format written (`sb_fs_format`), as `mkfs.gfs2` 3.5.
 const FS_FORMAT: u32 = 1802;
