@@ -17,6 +17,14 @@ use crate::{ktest_assert, ktest_assert_eq};
 
 pub const TESTS: &[KernelTest] = &[
     KernelTest::new(
+        "vm::page_map_read_unmap_round_trip",
+        page_map_read_unmap_round_trip,
+    ),
+    KernelTest::new(
+        "vm::pages_outside_the_window_are_refused",
+        pages_outside_the_window_are_refused,
+    ),
+    KernelTest::new(
         "vm::reads_through_memory_see_the_file",
         reads_through_memory_see_the_file,
     ),
@@ -581,5 +589,60 @@ fn cached_only_faults_never_take_the_second_step() -> TestResult {
     ktest_assert_eq!(faulted_in, Ok(()));
     ktest_assert!(cold_mapped, "fault_in left the cold page unmapped");
     ktest_assert_eq!(reads, 2);
+    Ok(())
+}
+
+/// A page near the end of the window, far from where [`map_file_range`] places mappings.
+const TEST_PAGE: usize = arch::FILE_MAP_WINDOW_START + arch::FILE_MAP_WINDOW_SIZE - 16 * PAGE_SIZE;
+
+/// The architecture's page API on its own: map a frame, read it through the window, unmap.
+fn page_map_read_unmap_round_trip() -> TestResult {
+    let Some(range) = frame::allocate(1, 1) else {
+        ktest_assert!(false, "no free frame");
+        return Ok(());
+    };
+    let marker = 0x7061_6765_2d6d_6170;
+    let direct = arch::phys_to_virt(range.start) as *mut u64;
+    // SAFETY: the frame was just allocated, so it is ours alone, RAM in the direct map.
+    unsafe { direct.write_volatile(marker) };
+
+    let mapped = arch::map_page(TEST_PAGE, range.start);
+    let twice = arch::map_page(TEST_PAGE, range.start);
+    let through_window = probe_read(TEST_PAGE);
+    let unmapped = arch::unmap_page(TEST_PAGE);
+    let after_unmap = probe_read(TEST_PAGE);
+    let _ = frame::free(range);
+
+    ktest_assert_eq!(mapped, Ok(()));
+    ktest_assert_eq!(twice, Err(arch::MapError::AlreadyMapped(TEST_PAGE)));
+    ktest_assert_eq!(through_window, Ok(marker));
+    ktest_assert_eq!(unmapped, Some(range.start));
+    ktest_assert!(after_unmap.is_err(), "the page still reads after unmap");
+    ktest_assert_eq!(arch::unmap_page(TEST_PAGE), None);
+    Ok(())
+}
+
+fn pages_outside_the_window_are_refused() -> TestResult {
+    // Any page-aligned RAM address does as the target: nothing is mapped.
+    let physical = frame::snapshot()
+        .free_ranges()
+        .first()
+        .map_or(0x10_0000, |r| r.start);
+    let direct_map_page = arch::phys_to_virt(physical);
+    ktest_assert_eq!(
+        arch::map_page(direct_map_page, physical),
+        Err(arch::MapError::NotInWindow(direct_map_page))
+    );
+    ktest_assert_eq!(
+        arch::map_page(arch::FILE_MAP_WINDOW_START + 8, physical),
+        Err(arch::MapError::Misaligned(
+            arch::FILE_MAP_WINDOW_START as u64 + 8
+        ))
+    );
+    ktest_assert_eq!(
+        arch::map_page(arch::FILE_MAP_WINDOW_START, physical + 1),
+        Err(arch::MapError::Misaligned(physical + 1))
+    );
+    ktest_assert_eq!(arch::unmap_page(direct_map_page), None);
     Ok(())
 }

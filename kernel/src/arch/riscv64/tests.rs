@@ -24,14 +24,6 @@ pub const TESTS: &[KernelTest] = &[
         super::pages::tests::leaf_has_accessed_and_dirty_preset,
     ),
     KernelTest::new(
-        "riscv64::pages::map_read_unmap_round_trip",
-        super::pages::tests::map_read_unmap_round_trip,
-    ),
-    KernelTest::new(
-        "riscv64::pages::refuses_pages_outside_the_window",
-        super::pages::tests::refuses_pages_outside_the_window,
-    ),
-    KernelTest::new(
         "riscv64::critical_section_restores_interrupt_state",
         critical_section_restores_interrupt_state,
     ),

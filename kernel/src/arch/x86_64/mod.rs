@@ -165,14 +165,6 @@ pub const TESTS: &[KernelTest] = &[
         pages::tests::leaf_is_read_only_kernel_no_execute,
     ),
     KernelTest::new(
-        "x86_64::pages::map_read_unmap_round_trip",
-        pages::tests::map_read_unmap_round_trip,
-    ),
-    KernelTest::new(
-        "x86_64::pages::refuses_pages_outside_the_window",
-        pages::tests::refuses_pages_outside_the_window,
-    ),
-    KernelTest::new(
         "x86_64::trap::probe_reports_page_fault",
         trap::tests::probe_reports_page_fault,
     ),

@@ -241,7 +241,6 @@ pub mod tests {
     //! In-kernel tests of the window's page tables.
 
     use super::*;
-    use crate::arch::probe_read;
     use crate::ktest::TestResult;
     use crate::mem::frame;
     use crate::{ktest_assert, ktest_assert_eq};
@@ -271,50 +270,6 @@ pub mod tests {
             table::no_execute_enabled()
         );
         ktest_assert_eq!(unmapped, Some(range.start));
-        Ok(())
-    }
-
-    pub fn map_read_unmap_round_trip() -> TestResult {
-        let Some(range) = frame::allocate(1, 1) else {
-            ktest_assert!(false, "no free frame");
-            return Ok(());
-        };
-        let marker = 0x7061_6765_2d6d_6170;
-        let direct = crate::arch::phys_to_virt(range.start) as *mut u64;
-        // SAFETY: the frame was just allocated, so it is ours alone, RAM in the direct map.
-        unsafe { direct.write_volatile(marker) };
-
-        let mapped = map_page(TEST_PAGE, range.start);
-        let twice = map_page(TEST_PAGE, range.start);
-        let through_window = probe_read(TEST_PAGE);
-        let unmapped = unmap_page(TEST_PAGE);
-        let after_unmap = probe_read(TEST_PAGE);
-        let _ = frame::free(range);
-
-        ktest_assert_eq!(mapped, Ok(()));
-        ktest_assert_eq!(twice, Err(MapError::AlreadyMapped(TEST_PAGE)));
-        ktest_assert_eq!(through_window, Ok(marker));
-        ktest_assert_eq!(unmapped, Some(range.start));
-        ktest_assert!(after_unmap.is_err(), "the page still reads after unmap");
-        ktest_assert_eq!(unmap_page(TEST_PAGE), None);
-        Ok(())
-    }
-
-    pub fn refuses_pages_outside_the_window() -> TestResult {
-        let direct_map_page = crate::arch::phys_to_virt(0x10_0000);
-        ktest_assert_eq!(
-            map_page(direct_map_page, 0x10_0000),
-            Err(MapError::NotInWindow(direct_map_page))
-        );
-        ktest_assert_eq!(
-            map_page(FILE_MAP_WINDOW_START + 8, 0x10_0000),
-            Err(MapError::Misaligned(FILE_MAP_WINDOW_START as u64 + 8))
-        );
-        ktest_assert_eq!(
-            map_page(FILE_MAP_WINDOW_START, 0x10_0001),
-            Err(MapError::Misaligned(0x10_0001))
-        );
-        ktest_assert_eq!(unmap_page(direct_map_page), None);
         Ok(())
     }
 }
