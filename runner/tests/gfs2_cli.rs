@@ -5,57 +5,27 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use sha2::{Digest as _, Sha256};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fs/tests/data");
+mod common;
+use common::{FIXTURES, sha256_hex};
 
 /// Status of a gfs2 command that failed on the image (`RunnerStatus::Gfs2Failed`).
 const GFS2_FAILED: i32 = 10;
 /// Status of a failure on the host (`RunnerStatus::RunnerError`).
 const RUNNER_ERROR: i32 = 9;
 
-/// The SHA-256 `gfs2-SHA256SUMS` lists for `name`.
-fn listed_sha256(name: &str) -> String {
-    let sums = std::fs::read_to_string(Path::new(FIXTURES).join("gfs2-SHA256SUMS")).unwrap();
-    sums.lines()
-        .find_map(|line| line.strip_suffix(name)?.strip_suffix("  "))
-        .unwrap_or_else(|| panic!("no checksum of {name}"))
-        .to_owned()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// The 4 KiB-block image, unpacked once under `target/` and checked against its listed
-/// checksum (a copy left by an earlier run is reused when it still matches).
+/// The 4 KiB-block image Linux wrote, unpacked once.
 fn image() -> &'static Path {
-    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gfs2-cli-4k.img");
-        let expected = listed_sha256("gfs2-4k.img");
-        if std::fs::read(&path).is_ok_and(|image| sha256_hex(&image) == expected) {
-            return path;
-        }
-
-        let compressed = std::fs::read(Path::new(FIXTURES).join("gfs2-4k.img.xz")).unwrap();
-        let mut image = Vec::new();
-        lzma_rs::xz_decompress(&mut compressed.as_slice(), &mut image).unwrap();
-        assert_eq!(sha256_hex(&image), expected, "the unpacked image");
-        // Written aside and renamed, so a concurrent test run never sees half an image.
-        let partial = path.with_extension(format!("partial.{}", std::process::id()));
-        std::fs::write(&partial, &image).unwrap();
-        std::fs::rename(&partial, &path).unwrap();
-        path
-    })
+    common::fixture_image()
 }
 
 /// One line of the manifest.
