@@ -14,7 +14,7 @@
 
 use heapless::Vec;
 
-use super::pvh::PhysicalMemory;
+use super::pvh::{PhysicalMemory, u32_at, u64_at};
 use crate::boot::{MAX_PCI_HOSTS, PciHost, PhysRange};
 
 /// Size of an ACPI 1.0 RSDP; the checksum covers these bytes.
@@ -223,20 +223,6 @@ fn sums_to_zero(bytes: &[u8]) -> bool {
     bytes.iter().fold(0u8, |sum, &byte| sum.wrapping_add(byte)) == 0
 }
 
-/// The little-endian `u32` at `offset` (callers pass slices long enough).
-fn u32_at(bytes: &[u8], offset: usize) -> u32 {
-    let mut value = [0; 4];
-    value.copy_from_slice(&bytes[offset..offset + 4]);
-    u32::from_le_bytes(value)
-}
-
-/// The little-endian `u64` at `offset` (callers pass slices long enough).
-fn u64_at(bytes: &[u8], offset: usize) -> u64 {
-    let mut value = [0; 8];
-    value.copy_from_slice(&bytes[offset..offset + 8]);
-    u64::from_le_bytes(value)
-}
-
 pub mod tests {
     //! In-kernel tests of the MCFG parser on made-up tables.
 
@@ -250,22 +236,10 @@ pub mod tests {
     const MCFG: usize = 0x200;
     const SIZE: usize = 0x400;
 
-    struct TestMemory {
-        bytes: [u8; SIZE],
-    }
+    /// The test memory of this module's tests.
+    type TablesMemory = super::super::pvh::tests::TestMemory<BASE, SIZE>;
 
-    impl<'a> PhysicalMemory<'a> for &'a TestMemory {
-        fn read(&self, start: u64, len: usize) -> Option<&'a [u8]> {
-            let offset = usize::try_from(start.checked_sub(BASE)?).ok()?;
-            self.bytes.get(offset..offset.checked_add(len)?)
-        }
-    }
-
-    impl TestMemory {
-        fn put(&mut self, offset: usize, bytes: &[u8]) {
-            self.bytes[offset..offset + bytes.len()].copy_from_slice(bytes);
-        }
-
+    impl TablesMemory {
         /// Sets the checksum byte at `at` so that `range` sums to zero.
         fn fix_checksum(&mut self, range: core::ops::Range<usize>, at: usize) {
             self.bytes[at] = 0;
@@ -278,7 +252,7 @@ pub mod tests {
         /// An ACPI 2.0 RSDP at `BASE`, an XSDT listing one MCFG with one window
         /// (0xb000_0000, buses 0..=255) and one entry for another segment.
         fn valid() -> Self {
-            let mut memory = Self { bytes: [0; SIZE] };
+            let mut memory = Self::zeroed();
             memory.put(0, b"RSD PTR ");
             memory.bytes[15] = 2;
             memory.put(20, &(RSDP_V2_SIZE as u32).to_le_bytes());
@@ -307,7 +281,7 @@ pub mod tests {
     }
 
     pub fn finds_the_ecam_window_of_segment_0() -> TestResult {
-        let memory = TestMemory::valid();
+        let memory = TablesMemory::valid();
 
         let hosts = pci_hosts(&&memory, BASE);
 
@@ -321,7 +295,7 @@ pub mod tests {
     }
 
     pub fn refuses_corrupt_tables() -> TestResult {
-        let mut bad_checksum = TestMemory::valid();
+        let mut bad_checksum = TablesMemory::valid();
         bad_checksum.bytes[MCFG + 20] ^= 1;
         ktest_assert!(
             matches!(
@@ -334,14 +308,14 @@ pub mod tests {
             "a flipped MCFG byte fails its checksum"
         );
 
-        let mut huge = TestMemory::valid();
+        let mut huge = TablesMemory::valid();
         huge.put(XSDT + 4, &u32::MAX.to_le_bytes());
         ktest_assert!(
             matches!(pci_hosts(&&huge, BASE), Err(AcpiError::BadLength { .. })),
             "an absurd XSDT length is refused"
         );
 
-        let mut no_signature = TestMemory::valid();
+        let mut no_signature = TablesMemory::valid();
         no_signature.bytes[0] = b'X';
         ktest_assert!(
             matches!(

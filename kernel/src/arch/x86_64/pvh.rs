@@ -346,14 +346,14 @@ fn range(what: &'static str, start: u64, size: u64) -> Result<PhysRange, PvhErro
 }
 
 /// The little-endian `u32` at `offset` (the caller has checked the length).
-fn u32_at(bytes: &[u8], offset: usize) -> u32 {
+pub(super) fn u32_at(bytes: &[u8], offset: usize) -> u32 {
     let mut field = [0; 4];
     field.copy_from_slice(&bytes[offset..offset + 4]);
     u32::from_le_bytes(field)
 }
 
 /// The little-endian `u64` at `offset` (the caller has checked the length).
-fn u64_at(bytes: &[u8], offset: usize) -> u64 {
+pub(super) fn u64_at(bytes: &[u8], offset: usize) -> u64 {
     let mut field = [0; 8];
     field.copy_from_slice(&bytes[offset..offset + 8]);
     u64::from_le_bytes(field)
@@ -376,35 +376,45 @@ pub mod tests {
     /// Size of the test memory: more than the longest command line.
     const SIZE: usize = 0x1800;
 
-    /// Pretend physical memory at [`BASE`].
-    struct TestMemory {
-        bytes: [u8; SIZE],
+    /// Pretend physical memory of `SIZE` bytes at physical address `START`, for the parsers
+    /// of firmware tables (this module's and `acpi`'s).
+    pub(in crate::arch::x86_64) struct TestMemory<const START: u64, const SIZE: usize> {
+        pub(in crate::arch::x86_64) bytes: [u8; SIZE],
     }
 
-    impl<'a> PhysicalMemory<'a> for &'a TestMemory {
+    impl<'a, const START: u64, const SIZE: usize> PhysicalMemory<'a> for &'a TestMemory<START, SIZE> {
         fn read(&self, start: u64, len: usize) -> Option<&'a [u8]> {
-            let offset = usize::try_from(start.checked_sub(BASE)?).ok()?;
+            let offset = usize::try_from(start.checked_sub(START)?).ok()?;
             self.bytes.get(offset..offset.checked_add(len)?)
         }
     }
 
-    impl TestMemory {
-        fn put(&mut self, offset: usize, bytes: &[u8]) {
+    impl<const START: u64, const SIZE: usize> TestMemory<START, SIZE> {
+        pub(in crate::arch::x86_64) fn zeroed() -> Self {
+            Self { bytes: [0; SIZE] }
+        }
+
+        pub(in crate::arch::x86_64) fn put(&mut self, offset: usize, bytes: &[u8]) {
             self.bytes[offset..offset + bytes.len()].copy_from_slice(bytes);
         }
 
-        fn put_u32(&mut self, offset: usize, value: u32) {
+        pub(in crate::arch::x86_64) fn put_u32(&mut self, offset: usize, value: u32) {
             self.put(offset, &value.to_le_bytes());
         }
 
-        fn put_u64(&mut self, offset: usize, value: u64) {
+        pub(in crate::arch::x86_64) fn put_u64(&mut self, offset: usize, value: u64) {
             self.put(offset, &value.to_le_bytes());
         }
+    }
 
+    /// The test memory of this module's tests.
+    type StartInfoMemory = TestMemory<BASE, SIZE>;
+
+    impl StartInfoMemory {
         /// A valid version 1 `start_info` at [`BASE`] with a command line, one module and a
         /// memory map of two entries (RAM and reserved).
         fn valid() -> Self {
-            let mut memory = Self { bytes: [0; SIZE] };
+            let mut memory = Self::zeroed();
             memory.put_u32(0, START_INFO_MAGIC);
             memory.put_u32(4, 1);
             memory.put_u32(12, 1);
@@ -429,7 +439,7 @@ pub mod tests {
     }
 
     pub fn parses_a_valid_start_info() -> TestResult {
-        let memory = TestMemory::valid();
+        let memory = StartInfoMemory::valid();
         let info = parse(&&memory, BASE);
         ktest_assert!(info.is_ok(), "a valid start_info was refused", info.err());
         let Ok(info) = info else { return Ok(()) };
@@ -457,14 +467,14 @@ pub mod tests {
     }
 
     pub fn rejects_bad_magic() -> TestResult {
-        let mut memory = TestMemory::valid();
+        let mut memory = StartInfoMemory::valid();
         memory.put_u32(0, 0x1bad_b002);
         ktest_assert_eq!(parse(&&memory, BASE), Err(PvhError::BadMagic(0x1bad_b002)));
         Ok(())
     }
 
     pub fn rejects_version_0() -> TestResult {
-        let mut memory = TestMemory::valid();
+        let mut memory = StartInfoMemory::valid();
         memory.put_u32(4, 0);
         ktest_assert_eq!(
             parse(&&memory, BASE),
@@ -474,7 +484,7 @@ pub mod tests {
     }
 
     pub fn rejects_absurd_counts() -> TestResult {
-        let mut memory = TestMemory::valid();
+        let mut memory = StartInfoMemory::valid();
         memory.put_u32(48, u32::MAX);
         ktest_assert_eq!(
             parse(&&memory, BASE),
@@ -484,7 +494,7 @@ pub mod tests {
         memory.put_u32(48, 0);
         ktest_assert_eq!(parse(&&memory, BASE), Err(PvhError::BadMemoryMapCount(0)));
 
-        let mut memory = TestMemory::valid();
+        let mut memory = StartInfoMemory::valid();
         memory.put_u32(12, 0x8000_0000);
         ktest_assert_eq!(
             parse(&&memory, BASE),
@@ -495,7 +505,7 @@ pub mod tests {
 
     pub fn rejects_unreadable_and_wrapping_ranges() -> TestResult {
         // start_info itself outside memory.
-        let memory = TestMemory::valid();
+        let memory = StartInfoMemory::valid();
         ktest_assert!(
             matches!(
                 parse(&&memory, 0xffff_ffff_ffff_fff0),
@@ -505,7 +515,7 @@ pub mod tests {
         );
 
         // A memory map that runs past the end of memory.
-        let mut memory = TestMemory::valid();
+        let mut memory = StartInfoMemory::valid();
         let last_entry = BASE + (SIZE - MEMORY_MAP_ENTRY_SIZE) as u64;
         memory.put_u64(40, last_entry);
         ktest_assert_eq!(
@@ -518,7 +528,7 @@ pub mod tests {
         );
 
         // A module whose end wraps.
-        let mut memory = TestMemory::valid();
+        let mut memory = StartInfoMemory::valid();
         memory.put_u64(MODULE_LIST + 8, u64::MAX);
         ktest_assert_eq!(
             parse(&&memory, BASE),
@@ -533,12 +543,12 @@ pub mod tests {
 
     pub fn rejects_bad_command_lines() -> TestResult {
         // No NUL within the longest command line accepted.
-        let mut memory = TestMemory::valid();
+        let mut memory = StartInfoMemory::valid();
         memory.bytes[COMMAND_LINE..].fill(b'x');
         ktest_assert_eq!(parse(&&memory, BASE), Err(PvhError::CommandLineTooLong));
 
         // No NUL before the end of readable memory.
-        let mut memory = TestMemory::valid();
+        let mut memory = StartInfoMemory::valid();
         memory.put(SIZE - 4, b"tail");
         memory.put_u64(24, BASE + SIZE as u64 - 4);
         ktest_assert_eq!(
@@ -550,7 +560,7 @@ pub mod tests {
             })
         );
 
-        let mut memory = TestMemory::valid();
+        let mut memory = StartInfoMemory::valid();
         memory.put(COMMAND_LINE, b"\xff\xfe\0");
         ktest_assert_eq!(parse(&&memory, BASE), Err(PvhError::CommandLineNotUtf8));
         Ok(())
