@@ -33,6 +33,8 @@
 //! | `TESTS: &[KernelTest]` | the architecture's own in-kernel tests |
 //! | a `critical_section::Impl` | interrupts off on this (single) CPU |
 
+mod page_table;
+
 #[cfg(target_arch = "riscv64")]
 mod riscv64;
 #[cfg(target_arch = "riscv64")]

@@ -25,6 +25,7 @@ use spin::Mutex;
 
 use super::paging::{ENTRIES_PER_TABLE, pte};
 use crate::arch::MapError;
+use crate::arch::page_table::PageTable;
 
 /// First address of the file-mapping window: root-table entry 384.
 pub const FILE_MAP_WINDOW_START: usize = 0xffff_ffe0_0000_0000;
@@ -119,8 +120,8 @@ fn check_window_page(virtual_address: usize) -> Result<(), MapError> {
 
 /// The level-0 table that holds the leaf of `virtual_address`, adding the missing tables on
 /// the way when `create` is set (`Ok(None)`: a table is missing and `create` is not set).
-fn leaf_table(virtual_address: usize, create: bool) -> Result<Option<table::Table>, MapError> {
-    let mut current = table::Table::root();
+fn leaf_table(virtual_address: usize, create: bool) -> Result<Option<PageTable>, MapError> {
+    let mut current = table::root();
     for level in [2, 1] {
         let index = table_index(virtual_address, level);
         let entry = current.entry(index);
@@ -128,7 +129,7 @@ fn leaf_table(virtual_address: usize, create: bool) -> Result<Option<table::Tabl
             if !create {
                 return Ok(None);
             }
-            let next = table::Table::allocate().ok_or(MapError::OutOfFrames)?;
+            let next = PageTable::allocate().ok_or(MapError::OutOfFrames)?;
             current.set_entry(
                 index,
                 ((next.physical() >> 12) << pte::PPN_SHIFT) | pte::TABLE,
@@ -138,7 +139,7 @@ fn leaf_table(virtual_address: usize, create: bool) -> Result<Option<table::Tabl
             // Only the boot mappings have large leaves, and none lies in the window.
             return Err(MapError::NotInWindow(virtual_address));
         } else {
-            table::Table::from_table_entry(entry)
+            table::next_table(entry)
         };
     }
     Ok(Some(current))
@@ -166,73 +167,23 @@ mod table {
 
     use riscv::register::satp;
 
-    use super::{ENTRIES_PER_TABLE, PAGE_SIZE, entry_address};
-    use crate::arch::riscv64::paging::phys_to_virt;
-    use crate::mem::frame;
+    use super::entry_address;
+    use crate::arch::page_table::PageTable;
 
-    /// A page table at a physical address.
-    pub(super) struct Table {
-        physical: u64,
+    /// The root table the hart translates with.
+    pub(super) fn root() -> PageTable {
+        // SAFETY: `satp` holds the root table the hart translates with, in RAM the
+        // direct map covers; this module writes only the window's entries of it, which nothing
+        // else uses.
+        unsafe { PageTable::at((satp::read().ppn() as u64) << 12) }
     }
 
-    impl Table {
-        /// The root table the hart translates with.
-        pub(super) fn root() -> Self {
-            Self {
-                physical: (satp::read().ppn() as u64) << 12,
-            }
-        }
-
-        /// A zeroed table in a frame from the frame allocator, or `None` if there is none.
-        pub(super) fn allocate() -> Option<Self> {
-            let range = frame::allocate(1, 1)?;
-            let table = phys_to_virt(range.start) as *mut u8;
-
-            // SAFETY: the frame was just handed out by the frame allocator, so nothing else
-            // uses it; it is RAM in the direct map (the allocator only holds RAM the direct
-            // map covers), 4 KiB long and page aligned.
-            unsafe { table.write_bytes(0, PAGE_SIZE) };
-            Some(Self {
-                physical: range.start,
-            })
-        }
-
-        /// The next-level table a (valid, non-leaf) entry points at.
-        pub(super) fn from_table_entry(entry: u64) -> Self {
-            Self {
-                physical: entry_address(entry),
-            }
-        }
-
-        /// The table's physical address.
-        pub(super) fn physical(&self) -> u64 {
-            self.physical
-        }
-
-        /// Entry `index` (below 512).
-        pub(super) fn entry(&self, index: usize) -> u64 {
-            let slot = self.slot(index);
-
-            // SAFETY: `slot` is an aligned entry of a live page table (the type's invariant),
-            // reached through the direct map. The callers hold the window's table lock, so no
-            // other code writes the entry meanwhile; the hardware walker only reads it.
-            unsafe { slot.read_volatile() }
-        }
-
-        /// Writes entry `index` (below 512).
-        pub(super) fn set_entry(&self, index: usize, value: u64) {
-            let slot = self.slot(index);
-
-            // SAFETY: as in `entry`; the window's entries belong to this module alone (the
-            // callers check the address lies in the window), so the write cannot change a
-            // mapping other code relies on, and no Rust reference to the table exists.
-            unsafe { slot.write_volatile(value) };
-        }
-
-        fn slot(&self, index: usize) -> *mut u64 {
-            let index = index % ENTRIES_PER_TABLE;
-            (phys_to_virt(self.physical) as *mut u64).wrapping_add(index)
-        }
+    /// The next-level table a (valid, non-leaf) entry points at.
+    pub(super) fn next_table(entry: u64) -> PageTable {
+        // SAFETY: the entry is a valid non-leaf entry of a window table (the caller checked
+        // it), and only this module writes the window's entries, so it points at a live
+        // table that this module owns.
+        unsafe { PageTable::at(entry_address(entry)) }
     }
 
     /// Drops the translation of `virtual_address` from this hart's TLB, global entries

@@ -22,6 +22,7 @@ use spin::Mutex;
 use x86_64::structures::paging::PageTableFlags;
 
 use crate::arch::MapError;
+use crate::arch::page_table::{ENTRIES_PER_TABLE, PageTable};
 
 /// First address of the file-mapping window: PML4 slot 320.
 pub const FILE_MAP_WINDOW_START: usize = 0xffff_a000_0000_0000;
@@ -31,9 +32,6 @@ pub const FILE_MAP_WINDOW_SIZE: usize = 64 << 30;
 
 /// Size of a page.
 const PAGE_SIZE: usize = 4096;
-
-/// Entries in a table.
-const ENTRIES_PER_TABLE: usize = 512;
 
 /// The physical-address bits of an entry (bits 12..52).
 const ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -121,9 +119,9 @@ fn check_window_page(virtual_address: usize) -> Result<(), MapError> {
 /// The page table (level 1) that holds the leaf of `virtual_address`, adding the missing
 /// tables on the way when `create` is set (`Ok(None)`: a table is missing and `create` is not
 /// set).
-fn leaf_table(virtual_address: usize, create: bool) -> Result<Option<table::Table>, MapError> {
+fn leaf_table(virtual_address: usize, create: bool) -> Result<Option<PageTable>, MapError> {
     let present = PageTableFlags::PRESENT.bits();
-    let mut current = table::Table::root();
+    let mut current = table::root();
     for level in [4, 3, 2] {
         let index = table_index(virtual_address, level);
         let entry = current.entry(index);
@@ -131,7 +129,7 @@ fn leaf_table(virtual_address: usize, create: bool) -> Result<Option<table::Tabl
             if !create {
                 return Ok(None);
             }
-            let next = table::Table::allocate().ok_or(MapError::OutOfFrames)?;
+            let next = PageTable::allocate().ok_or(MapError::OutOfFrames)?;
             let table_flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
             current.set_entry(index, next.physical() | table_flags.bits());
             next
@@ -139,7 +137,7 @@ fn leaf_table(virtual_address: usize, create: bool) -> Result<Option<table::Tabl
             // Only the boot mappings have large pages, and none lies in the window.
             return Err(MapError::NotInWindow(virtual_address));
         } else {
-            table::Table::from_table_entry(entry & ADDRESS_MASK)
+            table::next_table(entry & ADDRESS_MASK)
         };
     }
     Ok(Some(current))
@@ -161,74 +159,22 @@ mod table {
     use x86_64::registers::control::Cr3;
     use x86_64::registers::model_specific::{Efer, EferFlags};
 
-    use super::{ENTRIES_PER_TABLE, PAGE_SIZE};
-    use crate::arch::x86_64::paging::phys_to_virt;
-    use crate::mem::frame;
+    use crate::arch::page_table::PageTable;
 
-    /// A page table at a physical address.
-    pub(super) struct Table {
-        physical: u64,
+    /// The PML4 the CPU translates with.
+    pub(super) fn root() -> PageTable {
+        // SAFETY: CR3 holds the PML4 the CPU translates with, in RAM the direct map
+        // covers; this module writes only the window's slot of it (320), which no boot mapping
+        // uses, and `paging::tables` lends the PML4 only while booting.
+        unsafe { PageTable::at(Cr3::read().0.start_address().as_u64()) }
     }
 
-    impl Table {
-        /// The PML4 the CPU translates with.
-        pub(super) fn root() -> Self {
-            Self {
-                physical: Cr3::read().0.start_address().as_u64(),
-            }
-        }
-
-        /// A zeroed table in a frame from the frame allocator, or `None` if there is none.
-        pub(super) fn allocate() -> Option<Self> {
-            let range = frame::allocate(1, 1)?;
-            let table = phys_to_virt(range.start) as *mut u8;
-
-            // SAFETY: the frame was just handed out by the frame allocator, so nothing else
-            // uses it; it is RAM in the direct map (the allocator only holds RAM the direct
-            // map covers), 4 KiB long and page aligned.
-            unsafe { table.write_bytes(0, PAGE_SIZE) };
-            Some(Self {
-                physical: range.start,
-            })
-        }
-
-        /// The next-level table at `physical`, read from a (present, non-huge) entry.
-        pub(super) fn from_table_entry(physical: u64) -> Self {
-            Self { physical }
-        }
-
-        /// The table's physical address.
-        pub(super) fn physical(&self) -> u64 {
-            self.physical
-        }
-
-        /// Entry `index` (below 512).
-        pub(super) fn entry(&self, index: usize) -> u64 {
-            let slot = self.slot(index);
-
-            // SAFETY: `slot` is an aligned entry of a live page table (the type's invariant),
-            // reached through the direct map. The callers hold the window's table lock, so no
-            // other code writes the entry meanwhile (the boot code wrote the PML4 only while
-            // booting); the MMU only reads it.
-            unsafe { slot.read_volatile() }
-        }
-
-        /// Writes entry `index` (below 512).
-        pub(super) fn set_entry(&self, index: usize, value: u64) {
-            let slot = self.slot(index);
-
-            // SAFETY: as in `entry`; the window's entries belong to this module alone (the
-            // callers check the address lies in the window, PML4 slot 320, which no boot
-            // mapping uses), so the write cannot change a mapping other code relies on, and
-            // no Rust reference to the entry is alive (`paging::tables` lends the PML4 only
-            // while booting).
-            unsafe { slot.write_volatile(value) };
-        }
-
-        fn slot(&self, index: usize) -> *mut u64 {
-            let index = index % ENTRIES_PER_TABLE;
-            (phys_to_virt(self.physical) as *mut u64).wrapping_add(index)
-        }
+    /// The next-level table at `physical`, read from a (present, non-huge) entry.
+    pub(super) fn next_table(physical: u64) -> PageTable {
+        // SAFETY: the entry is a valid non-leaf entry of a window table (the caller checked
+        // it), and only this module writes the window's entries, so it points at a live
+        // table that this module owns.
+        unsafe { PageTable::at(physical) }
     }
 
     /// Whether the entry code turned on no-execute pages.
