@@ -6,9 +6,9 @@
 //!
 //! | module | device |
 //! | --- | --- |
-//! | [`block`] | block devices: the [`block::BlockDevice`] trait filesystems read through, and a RAM disk |
-//! | [`uart16550`] | the 16550 UART: the console of QEMU `virt`, of the VisionFive 2 and COM1 on a PC |
-//! | [`virtio_blk`] | virtio-blk over any `virtio-drivers` transport (MMIO, PCI), several requests in flight |
+//! | [`block`] | the [`block::BlockDevice`] trait filesystems read through; a RAM disk |
+//! | [`uart16550`] | the 16550 UART: console of QEMU `virt`, the VisionFive 2, a PC's COM1 |
+//! | [`virtio_blk`] | virtio-blk over MMIO or PCI, several requests in flight |
 
 #![no_std]
 
