@@ -26,8 +26,10 @@
 //! | `virt_to_phys(usize, usize) -> Option<u64>` | physical address of a buffer in the direct map or the kernel image (for DMA) |
 //! | `exit(ExitCode) -> !` | stops the machine, telling QEMU the code |
 //! | `probe_read(usize) -> Result<u64, Fault>` | a read that reports a fault instead of dying |
+//! | `probe_write(usize) -> Result<(), Fault>` | a write access that changes no byte (an atomic OR of zero) and reports a fault instead of dying |
+//! | `unsafe copy_to_window(usize, &[u8]) -> Result<(), ShortCopy>` | a copy into the file-mapping window that stops at a fault the window cannot serve and says how far it got |
 //! | `FILE_MAP_WINDOW_START`, `FILE_MAP_WINDOW_SIZE` | the virtual range reserved for file mappings ([`crate::vm`]) |
-//! | `map_page(usize, u64) -> Result<(), MapError>` | maps one 4 KiB page of the window read-only, no-execute, kernel-only |
+//! | `map_page(usize, u64, Protection) -> Result<(), MapError>` | maps one 4 KiB page of the window, no-execute, kernel-only |
 //! | `unmap_page(usize) -> Option<u64>` | unmaps one page of the window and flushes its TLB entry |
 //! | `translate_page(usize) -> Option<u64>` | the frame a page of the window maps, if any |
 //! | `TESTS: &[KernelTest]` | the architecture's own in-kernel tests |
@@ -97,6 +99,25 @@ impl defmt::Format for Fault {
             self.error_code
         )
     }
+}
+
+/// What a page of the file-mapping window allows besides reading (it is never executable
+/// nor reachable from user mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+pub enum Protection {
+    /// Reads only: a write faults.
+    ReadOnly,
+    /// Reads and writes.
+    ReadWrite,
+}
+
+/// A copy into the file-mapping window that a fault stopped ([`copy_to_window`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShortCopy {
+    /// Bytes copied, from the start; the next one was not.
+    pub copied: usize,
+    /// The fault at the first byte not copied.
+    pub fault: Fault,
 }
 
 /// Why a page of the file-mapping window could not be mapped.

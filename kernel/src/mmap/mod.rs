@@ -47,7 +47,8 @@ use spin::Mutex;
 
 use crate::fscache::KernelMount;
 use crate::vm::{
-    self, FaultError, FaultFlags, FaultHandler, FileId, FileMapping, MapRangeError, PhysFrame,
+    self, FaultError, FaultFlags, FaultHandler, FileId, FileMapping, MapMode, MapRangeError,
+    PhysFrame,
 };
 
 /// The name of `inode`'s pages for [`vm`]: its inode number.
@@ -68,20 +69,21 @@ pub fn install_unmap_hook(mount: &KernelMount) {
     }));
 }
 
-/// Maps `len` bytes of `inode` from `file_offset` (page aligned); no page is mapped until
-/// it is touched.
+/// Maps `len` bytes of `inode` from `file_offset` (page aligned), read-only or private as
+/// `mode` says; no page is mapped until it is touched.
 pub fn map_file(
     mount: &Arc<KernelMount>,
     inode: &Arc<CachedInode>,
     file_offset: u64,
     len: usize,
+    mode: MapMode,
 ) -> Result<FileMapping, MapRangeError> {
     let handler = Arc::new(GfsFileFaults {
         mount: Arc::clone(mount),
         inode: Arc::clone(inode),
         pins: Mutex::new(BTreeMap::new()),
     });
-    vm::map_file_range(file_id(inode), handler, file_offset, len)
+    vm::map_file_range(file_id(inode), handler, file_offset, len, mode)
 }
 
 /// The [`FaultHandler`] of one gfs2 file mapping.

@@ -31,7 +31,7 @@ use super::map_file;
 use crate::arch::{self, Fault};
 use crate::fscache::{self, KernelMount};
 use crate::rootfs::{hex, lossy};
-use crate::vm::{self, FileMapping, PAGE_SIZE};
+use crate::vm::{self, FileMapping, MapMode, PAGE_SIZE};
 
 /// Files larger than this are left out: every page of a mapped file stays pinned while it is
 /// mapped, and the test reads each three times.
@@ -160,7 +160,7 @@ fn read_three_times(mount: &Arc<KernelMount>, path: &str, size: u64) -> bool {
             if let Some(old) = mapping.take() {
                 vm::unmap(old);
             }
-            match map_file(mount, &inode, 0, size as usize) {
+            match map_file(mount, &inode, 0, size as usize, MapMode::ReadOnly) {
                 Ok(new) => mapping = Some(new),
                 Err(error) => {
                     defmt::error!("mmap {=str}: mapping failed: {}", path, error);
@@ -219,7 +219,7 @@ fn read_past_the_end(mount: &Arc<KernelMount>, path: &str, size: u64) -> bool {
         return false;
     };
     let file_len = size.next_multiple_of(PAGE_SIZE as u64) as usize;
-    let Ok(mapping) = map_file(mount, &inode, 0, file_len + PAGE_SIZE) else {
+    let Ok(mapping) = map_file(mount, &inode, 0, file_len + PAGE_SIZE, MapMode::ReadOnly) else {
         defmt::error!("mmap {=str}: mapping past the end failed", path);
         return false;
     };
@@ -300,7 +300,7 @@ fn coherence(mount: &Arc<KernelMount>, file: &AllocatedFile) -> bool {
     let Ok(inode) = mount.open(path) else {
         return false;
     };
-    let Ok(mapping) = map_file(mount, &inode, 0, size as usize) else {
+    let Ok(mapping) = map_file(mount, &inode, 0, size as usize, MapMode::ReadOnly) else {
         defmt::error!("mmap coherence: mapping {=str} failed", path);
         return false;
     };
@@ -384,7 +384,7 @@ fn cached_only_under_the_glock(mount: &Arc<KernelMount>, file: &AllocatedFile) -
         return false;
     }
     other_node.demote(name, LockState::Exclusive, LockState::Unlocked);
-    let Ok(mapping) = map_file(mount, &inode, 0, PAGE_SIZE) else {
+    let Ok(mapping) = map_file(mount, &inode, 0, PAGE_SIZE, MapMode::ReadOnly) else {
         return false;
     };
 

@@ -1,5 +1,5 @@
-//! File mappings: a file's byte range made readable at a kernel virtual address, with each
-//! page mapped only when it is first touched.
+//! File mappings: a file's byte range made readable (and, privately, writable) at a kernel
+//! virtual address, with each page mapped only when it is first touched.
 //!
 //! [`map_file_range`] reserves virtual addresses in the file-mapping window the architecture
 //! sets aside (`arch::FILE_MAP_WINDOW_START`, `arch::FILE_MAP_WINDOW_SIZE`) and maps no page.
@@ -14,7 +14,21 @@
 //!    inode glock in SH) and read the page in.
 //!
 //! The frame is then mapped read-only and the trap returns, so the faulting instruction runs
-//! again and reads it. A page the handler refuses ([`FaultError::OutOfRange`] past the end of
+//! again and reads it.
+//!
+//! # Private mappings: copy-on-write
+//!
+//! A mapping made with [`MapMode::Private`] (Linux's `MAP_PRIVATE` with `PROT_WRITE`) may be
+//! written. The first write to a page gives the mapping a copy of it: a frame of its own from
+//! the frame allocator, filled from the file's page (the mapped one, or one the handler
+//! supplies in the same two steps as a read) and mapped writable; the file's page goes back
+//! to the handler. The file never sees the write, and a demote ([`unmap_file_pages`]) leaves
+//! the copy mapped: it is the mapping's data now, not the file's. The copies go back to the
+//! frame allocator when the mapping is unmapped.
+//!
+//! [`copy_to_mapping`] writes into a mapping with a copy that stops at a fault it cannot
+//! serve instead of ending the kernel, and [`fault_in_writable`] brings pages in for writing:
+//! the two halves of a read whose destination is a mapping (see below). A page the handler refuses ([`FaultError::OutOfRange`] past the end of
 //! the file, [`FaultError::Unavailable`]) leaves the access failed: under
 //! `arch::probe_read` the caller gets `Err(fault)`, anywhere else it is an unexpected fault as
 //! for any unmapped address.
@@ -41,8 +55,9 @@
 //!
 //! | path | locks taken | handler called |
 //! | --- | --- | --- |
-//! | [`map_file_range`], [`unmap`], [`unmap_file_pages`] | the mapping registry's spinlock (and, inside, the architecture's page-table lock) | `release` after the lock is dropped |
+//! | [`map_file_range`], [`unmap`], [`unmap_file_pages`] | the mapping registry's spinlock (and, inside, the architecture's page-table lock and the frame allocator's) | `release` after the lock is dropped |
 //! | [`handle_page_fault`] | the registry's spinlock, briefly, before and after the handler | `fault` with `FAULT_CACHED`, then without it on `Retry` |
+//! | [`handle_page_fault`], a write to a mapped file page of a private mapping | the registry's spinlock, for the copy | none (`release` of the file's page after) |
 //!
 //! # Copying under a lock: cached-only faults
 //!
@@ -51,9 +66,10 @@
 //! queues behind it and nobody moves (the deadlock Linux 5.16 fixed in gfs2). While a
 //! [`CachedOnlyFaults`] guard from [`cached_only_faults`] lives, a fault runs the
 //! `FAULT_CACHED` step only; a miss fails the access ([`FaultFailure::NotCached`]), so a
-//! copy under `arch::probe_read`-style recovery stops short instead. The caller then drops
-//! its lock, brings the pages in with [`fault_in`] (which may take the lock in the fault's
-//! second step), and tries again.
+//! [`copy_to_mapping`] stops short instead. The caller then drops its lock, brings the pages
+//! in with [`fault_in_writable`] (or [`fault_in`] to read; either may take the lock in the
+//! fault's second step), and tries again. A copy-on-write of a page that is cached needs no
+//! lock, so it is served under the guard too.
 //!
 //! | counter | counts |
 //! | --- | --- |
@@ -62,10 +78,12 @@
 //! | `retries` | faults whose `FAULT_CACHED` step answered `Retry` (so the handler was called twice) |
 //! | `failed` | faults that left the access failed |
 //! | `pages_unmapped` | pages [`unmap`] and [`unmap_file_pages`] removed |
+//! | `pages_copied` | private copies a write to a private mapping made |
 //!
 //! # Limitations
 //!
-//! - Mappings are read-only: a write or an instruction fetch through one fails.
+//! - No shared writable mappings (the filesystem is read-only): a write through a
+//!   [`MapMode::ReadOnly`] mapping fails, and so does an instruction fetch through any.
 //! - One CPU: the TLB flushes are local, and a fault runs with interrupts off, so the handler
 //!   must not wait for anything only an interrupt would bring (the drivers poll).
 //! - Virtual addresses are found first fit in a list of mappings kept sorted by address, so
@@ -81,7 +99,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 
-use crate::arch::{self, Access, MapError};
+use crate::arch::{self, Access, MapError, Protection};
+use crate::boot::PhysRange;
+use crate::mem::frame;
 
 /// Size of a page.
 pub const PAGE_SIZE: usize = 4096;
@@ -161,6 +181,16 @@ pub trait FaultHandler: Send + Sync {
     fn release(&self, file_page: u64, frame: PhysFrame);
 }
 
+/// What a mapping allows besides reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format)]
+pub enum MapMode {
+    /// Every page is the file's page; a write through the mapping fails.
+    ReadOnly,
+    /// Reads see the file's pages until the mapping writes one: the first write to a page
+    /// gives the mapping its own copy, which the file never sees (see the module doc).
+    Private,
+}
+
 /// Why [`map_file_range`] made no mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, defmt::Format, thiserror::Error)]
 pub enum MapRangeError {
@@ -223,6 +253,7 @@ pub struct Counters {
     pub retries: u64,
     pub failed: u64,
     pub pages_unmapped: u64,
+    pub pages_copied: u64,
 }
 
 /// The counters so far.
@@ -233,6 +264,7 @@ pub fn counters() -> Counters {
         retries: RETRIES.load(Ordering::Relaxed),
         failed: FAILED.load(Ordering::Relaxed),
         pages_unmapped: PAGES_UNMAPPED.load(Ordering::Relaxed),
+        pages_copied: PAGES_COPIED.load(Ordering::Relaxed),
     }
 }
 
@@ -241,9 +273,20 @@ static PAGES_MAPPED: AtomicU64 = AtomicU64::new(0);
 static RETRIES: AtomicU64 = AtomicU64::new(0);
 static FAILED: AtomicU64 = AtomicU64::new(0);
 static PAGES_UNMAPPED: AtomicU64 = AtomicU64::new(0);
+static PAGES_COPIED: AtomicU64 = AtomicU64::new(0);
 
 fn count(counter: &AtomicU64, amount: u64) {
     counter.fetch_add(amount, Ordering::Relaxed);
+}
+
+/// A page of a region that is mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MappedPage {
+    /// The file's page, from the handler, mapped read-only.
+    File(PhysFrame),
+    /// The mapping's own copy (private mappings only), mapped writable; its frame comes from
+    /// the frame allocator and goes back there.
+    Private(PhysFrame),
 }
 
 /// A live mapping, as the registry keeps it.
@@ -252,9 +295,10 @@ struct Region {
     len: usize,
     file: FileId,
     first_file_page: u64,
+    mode: MapMode,
     handler: Arc<dyn FaultHandler>,
-    /// The mapped pages: page index in the region to the frame.
-    present: BTreeMap<usize, PhysFrame>,
+    /// The mapped pages, by page index in the region.
+    present: BTreeMap<usize, MappedPage>,
     /// Calls of [`unmap_file_pages`] that touched this region.
     invalidations: u64,
     /// Unique among all regions ever made, so a fault can tell its region from a later one
@@ -285,13 +329,14 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 });
 
 /// Reserves virtual addresses for `len` bytes of the file `file` from `file_offset` (a
-/// multiple of [`PAGE_SIZE`]), served by `handler`. No page is mapped: each is mapped by the
-/// first access to it.
+/// multiple of [`PAGE_SIZE`]), served by `handler`, read-only or private as `mode` says. No
+/// page is mapped: each is mapped by the first access to it.
 pub fn map_file_range(
     file: FileId,
     handler: Arc<dyn FaultHandler>,
     file_offset: u64,
     len: usize,
+    mode: MapMode,
 ) -> Result<FileMapping, MapRangeError> {
     if !file_offset.is_multiple_of(PAGE_SIZE as u64) {
         return Err(MapRangeError::MisalignedOffset(file_offset));
@@ -321,6 +366,7 @@ pub fn map_file_range(
             len: mapped_len,
             file,
             first_file_page,
+            mode,
             handler,
             present: BTreeMap::new(),
             invalidations: 0,
@@ -330,11 +376,12 @@ pub fn map_file_range(
     drop(registry);
 
     defmt::debug!(
-        "mapped {=usize} bytes of file {} from offset {=u64:#x} at {=u64:#x}",
+        "mapped {=usize} bytes of file {} from offset {=u64:#x} at {=u64:#x} ({})",
         mapped_len,
         file,
         file_offset,
-        start as u64
+        start as u64,
+        mode
     );
     Ok(FileMapping {
         start,
@@ -357,8 +404,8 @@ fn free_range(regions: &BTreeMap<usize, Region>, reserved_len: usize) -> Option<
     (window_end - candidate >= reserved_len).then_some(candidate)
 }
 
-/// Unmaps every page of `mapping`, hands their frames back to its handler and frees its
-/// virtual addresses for the next [`map_file_range`].
+/// Unmaps every page of `mapping`, hands the file's frames back to its handler, frees its
+/// private copies and its virtual addresses for the next [`map_file_range`].
 pub fn unmap(mapping: FileMapping) {
     let mut registry = REGISTRY.lock();
     let Some(mut region) = registry.regions.remove(&mapping.start) else {
@@ -370,7 +417,7 @@ pub fn unmap(mapping: FileMapping) {
         );
         return;
     };
-    let released = unmap_present(mapping.start, &mut region, 0..usize::MAX);
+    let released = unmap_present(mapping.start, &mut region, 0..usize::MAX, Keep::Nothing);
     drop(registry);
 
     count(&PAGES_UNMAPPED, released.len() as u64);
@@ -387,6 +434,7 @@ pub fn unmap(mapping: FileMapping) {
 
 /// Unmaps the pages `file_pages` of the file `file` from every mapping of it (flushing each
 /// from the TLB) and hands their frames back to the handlers; returns how many were mapped.
+/// Private copies stay: they are not the file's pages.
 ///
 /// Once it returns, no fault that started before maps a page of before the call (see the
 /// module doc). What a gfs2 glock's `go_inval` calls; `0..u64::MAX` unmaps every page.
@@ -405,7 +453,7 @@ pub fn unmap_file_pages(file: FileId, file_pages: Range<u64>) -> usize {
         region.invalidations += 1;
         let pages = (file_pages.start.max(first) - first) as usize
             ..(file_pages.end.min(last) - first) as usize;
-        for (file_page, frame) in unmap_present(start, region, pages) {
+        for (file_page, frame) in unmap_present(start, region, pages, Keep::PrivateCopies) {
             released.push((region.handler.clone(), file_page, frame));
         }
     }
@@ -425,25 +473,66 @@ pub fn unmap_file_pages(file: FileId, file_pages: Range<u64>) -> usize {
     released.len()
 }
 
-/// Unmaps the mapped pages of `region` (at `start`) whose index is in `pages`; returns their
-/// file pages and frames.
-fn unmap_present(start: usize, region: &mut Region, pages: Range<usize>) -> Vec<(u64, PhysFrame)> {
-    let indices: Vec<usize> = region.present.range(pages).map(|(&i, _)| i).collect();
+/// Which pages [`unmap_present`] leaves mapped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Nothing,
+    PrivateCopies,
+}
+
+/// Unmaps the mapped pages of `region` (at `start`) whose index is in `pages`, except those
+/// `keep` names; frees the private copies among them and returns the file pages and frames
+/// of the others, for the handler.
+fn unmap_present(
+    start: usize,
+    region: &mut Region,
+    pages: Range<usize>,
+    keep: Keep,
+) -> Vec<(u64, PhysFrame)> {
+    let indices: Vec<usize> = region
+        .present
+        .range(pages)
+        .filter(|(_, page)| keep == Keep::Nothing || matches!(page, MappedPage::File(_)))
+        .map(|(&index, _)| index)
+        .collect();
     let mut released = Vec::with_capacity(indices.len());
     for index in indices {
-        let Some(frame) = region.present.remove(&index) else {
+        let Some(page) = region.present.remove(&index) else {
             continue;
         };
         let address = start + index * PAGE_SIZE;
+        let frame = match page {
+            MappedPage::File(frame) | MappedPage::Private(frame) => frame,
+        };
         if arch::unmap_page(address) != Some(frame.address()) {
             defmt::error!(
                 "unmapping {=u64:#x}: the page table disagrees with the mapping's record",
                 address as u64
             );
         }
-        released.push((region.first_file_page + index as u64, frame));
+        match page {
+            MappedPage::File(frame) => {
+                released.push((region.first_file_page + index as u64, frame))
+            }
+            MappedPage::Private(frame) => free_private_frame(frame),
+        }
     }
     released
+}
+
+/// Gives a private copy's frame back to the frame allocator.
+fn free_private_frame(frame: PhysFrame) {
+    let range = PhysRange {
+        start: frame.address(),
+        end: frame.address() + PAGE_SIZE as u64,
+    };
+    if let Err(error) = frame::free(range) {
+        defmt::error!(
+            "freeing the private page frame {=u64:#x} failed: {}",
+            frame.address(),
+            error
+        );
+    }
 }
 
 /// Nesting depth of [`CachedOnlyFaults`] guards (one CPU: a global is its per-CPU state).
@@ -473,15 +562,54 @@ impl Drop for CachedOnlyFaults {
 /// without cached-only faults would; returns the first access that failed. Call it without
 /// holding the filesystem's locks: a page that is not cached is read in.
 pub fn fault_in(range: Range<usize>) -> Result<(), arch::Fault> {
-    let mut page = range.start & !(PAGE_SIZE - 1);
-    while page < range.end {
+    for page in pages_of(range) {
         arch::probe_read(page)?;
-        page = match page.checked_add(PAGE_SIZE) {
-            Some(next) => next,
-            None => break,
-        };
     }
     Ok(())
+}
+
+/// Makes every page of `range` (virtual addresses) writable, as a write without cached-only
+/// faults would (in a private mapping: each gets its copy), changing no byte; returns how
+/// many bytes from `range.start` lie in pages that are writable now (`range.len()` if all
+/// are). Call it without holding the filesystem's locks: a page that is not cached is read
+/// in. Linux's `fault_in_writeable`.
+pub fn fault_in_writable(range: Range<usize>) -> usize {
+    for page in pages_of(range.clone()) {
+        if arch::probe_write(page.max(range.start)).is_err() {
+            return page.saturating_sub(range.start);
+        }
+    }
+    range.len()
+}
+
+/// The first address of each page that `range` touches.
+fn pages_of(range: Range<usize>) -> impl Iterator<Item = usize> {
+    let first = if range.is_empty() {
+        range.end
+    } else {
+        range.start & !(PAGE_SIZE - 1)
+    };
+    (first..range.end).step_by(PAGE_SIZE)
+}
+
+/// Copies `bytes` into `mapping` from byte `at` of it; returns how many it copied, from the
+/// start: fewer than `bytes.len()` when the copy reached the end of the mapping or a write
+/// fault that could not be served (past the end of the file, a page that is not cached under
+/// [`cached_only_faults`], a [`MapMode::ReadOnly`] mapping). Faults in a private mapping
+/// give each written page its copy.
+pub fn copy_to_mapping(mapping: &mut FileMapping, at: usize, bytes: &[u8]) -> usize {
+    let len = bytes.len().min(mapping.len.saturating_sub(at));
+    if len == 0 {
+        return 0;
+    }
+
+    // SAFETY: `at + len` lies within the mapping, so the destination is in the file-mapping
+    // window; the exclusive borrow of `mapping` means no reference made through it to its
+    // bytes is alive (mapped bytes are only lent out by borrowing their `FileMapping`).
+    match unsafe { arch::copy_to_window(mapping.start + at, &bytes[..len]) } {
+        Ok(()) => len,
+        Err(short) => short.copied,
+    }
 }
 
 /// What [`handle_page_fault`] did.
@@ -501,9 +629,13 @@ pub enum FaultFailure {
     /// No mapping covers the address (a guard page, or an unmapped range).
     #[error("no file mapping covers the address")]
     NoMapping,
-    /// A write or an instruction fetch: mappings are read-only and never executable.
-    #[error("file mappings are read-only and not executable")]
+    /// A write to a read-only mapping, or an instruction fetch: mappings are never
+    /// executable.
+    #[error("the mapping does not allow the access")]
     AccessDenied(Access),
+    /// A write to a private mapping found no free frame for the page's copy.
+    #[error("no free frame for a private copy")]
+    NoFreeFrame,
     /// The handler gave no page.
     #[error("the filesystem gave no page: {0}")]
     Handler(FaultError),
@@ -543,27 +675,65 @@ pub fn handle_page_fault(address: usize, access: Access) -> PageFaultOutcome {
     }
 }
 
-/// The fault's two steps, repeated while invalidations overlap them.
+/// The fault's two steps, repeated while invalidations overlap them; in a private mapping a
+/// write then copies the page.
 fn serve_fault(address: usize, access: Access) -> Result<(), FaultFailure> {
     let page_address = address & !(PAGE_SIZE - 1);
     for _ in 0..MAX_FAULT_ATTEMPTS {
-        let registry = REGISTRY.lock();
-        let Some((&start, region)) = registry.regions.range(..=page_address).next_back() else {
+        let mut registry = REGISTRY.lock();
+        let Some((&start, region)) = registry.regions.range_mut(..=page_address).next_back() else {
             return Err(FaultFailure::NoMapping);
         };
         if page_address - start >= region.len {
             return Err(FaultFailure::NoMapping);
         }
-        if access != Access::Read {
-            return Err(FaultFailure::AccessDenied(access));
-        }
+        let write = match (access, region.mode) {
+            (Access::Read, _) => false,
+            (Access::Write, MapMode::Private) => true,
+            (Access::Write | Access::Execute, _) => return Err(FaultFailure::AccessDenied(access)),
+        };
         let index = (page_address - start) / PAGE_SIZE;
-        if region.present.contains_key(&index) {
-            // The page is mapped: the access saw a translation from before `map_page`
-            // flushed it, and sees the page when it runs again.
-            return Ok(());
-        }
         let file_page = region.first_file_page + index as u64;
+        match region.present.get(&index).copied() {
+            // The page is mapped as the access needs it: the access saw a translation from
+            // before `map_page` flushed it, and sees the page when it runs again.
+            Some(MappedPage::Private(_)) => return Ok(()),
+            Some(MappedPage::File(_)) if !write => return Ok(()),
+            // A write to the file's page, mapped: copy it, no need to ask the handler.
+            Some(MappedPage::File(file_frame)) => {
+                arch::unmap_page(page_address);
+                let copied = map_private_copy(page_address, file_frame);
+                let copied = match copied {
+                    Ok(copy) => copy,
+                    Err(failure) => {
+                        // Put the file's page back as it was.
+                        if arch::map_page(page_address, file_frame.address(), Protection::ReadOnly)
+                            .is_err()
+                        {
+                            region.present.remove(&index);
+                            let handler = region.handler.clone();
+                            drop(registry);
+                            handler.release(file_page, file_frame);
+                        }
+                        return Err(failure);
+                    }
+                };
+                region.present.insert(index, MappedPage::Private(copied));
+                let handler = region.handler.clone();
+                drop(registry);
+
+                handler.release(file_page, file_frame);
+                count(&PAGES_COPIED, 1);
+                defmt::trace!(
+                    "copied file page {=u64} at {=u64:#x} on write (frame {=u64:#x})",
+                    file_page,
+                    page_address as u64,
+                    copied.address()
+                );
+                return Ok(());
+            }
+            None => {}
+        }
         let handler = region.handler.clone();
         let (serial, invalidations) = (region.serial, region.invalidations);
         drop(registry);
@@ -591,22 +761,83 @@ fn serve_fault(address: usize, access: Access) -> Result<(), FaultFailure> {
             handler.release(file_page, frame);
             continue;
         };
-        if let Err(error) = arch::map_page(page_address, frame.address()) {
-            drop(registry);
-            handler.release(file_page, frame);
-            return Err(FaultFailure::Map(error));
-        }
-        region.present.insert(index, frame);
+        let mapped = if write {
+            map_private_copy(page_address, frame).map(MappedPage::Private)
+        } else {
+            arch::map_page(page_address, frame.address(), Protection::ReadOnly)
+                .map(|()| MappedPage::File(frame))
+                .map_err(FaultFailure::Map)
+        };
+        let page = match mapped {
+            Ok(page) => page,
+            Err(failure) => {
+                drop(registry);
+                handler.release(file_page, frame);
+                return Err(failure);
+            }
+        };
+        region.present.insert(index, page);
         drop(registry);
 
         count(&PAGES_MAPPED, 1);
-        defmt::trace!(
-            "mapped file page {=u64} at {=u64:#x} (frame {=u64:#x})",
-            file_page,
-            page_address as u64,
-            frame.address()
-        );
+        if let MappedPage::Private(copy) = page {
+            // The copy holds the data: the file's page is not needed any more.
+            handler.release(file_page, frame);
+            count(&PAGES_COPIED, 1);
+            defmt::trace!(
+                "copied file page {=u64} at {=u64:#x} on write (frame {=u64:#x})",
+                file_page,
+                page_address as u64,
+                copy.address()
+            );
+        } else {
+            defmt::trace!(
+                "mapped file page {=u64} at {=u64:#x} (frame {=u64:#x})",
+                file_page,
+                page_address as u64,
+                frame.address()
+            );
+        }
         return Ok(());
     }
     Err(FaultFailure::Raced(MAX_FAULT_ATTEMPTS))
+}
+
+/// Copies the file's page in `file_frame` into a new frame and maps that writable at
+/// `page_address`, which maps nothing; returns the new frame.
+fn map_private_copy(page_address: usize, file_frame: PhysFrame) -> Result<PhysFrame, FaultFailure> {
+    let range = frame::allocate(1, 1).ok_or(FaultFailure::NoFreeFrame)?;
+    let Some(copy) = PhysFrame::new(range.start) else {
+        // The frame allocator hands out whole frames.
+        let _ = frame::free(range);
+        return Err(FaultFailure::NoFreeFrame);
+    };
+    raw::copy_frame(file_frame, copy);
+
+    if let Err(error) = arch::map_page(page_address, copy.address(), Protection::ReadWrite) {
+        free_private_frame(copy);
+        return Err(FaultFailure::Map(error));
+    }
+    Ok(copy)
+}
+
+mod raw {
+    //! Copying a whole frame through the direct map: the unsafe code of this module.
+
+    use super::{PAGE_SIZE, PhysFrame};
+    use crate::arch;
+
+    /// Copies the 4 KiB of `from` into `to`.
+    ///
+    /// `from` is a file's page the handler gave (pinned, up to date: only read while it is
+    /// handed out), `to` a frame just taken from the frame allocator that nothing else uses.
+    pub(super) fn copy_frame(from: PhysFrame, to: PhysFrame) {
+        let source = arch::phys_to_virt(from.address()) as *const u8;
+        let destination = arch::phys_to_virt(to.address()) as *mut u8;
+        // SAFETY: both are whole, page-aligned frames of RAM in the direct map, so both
+        // ranges are valid for 4 KiB; they are different frames, so they do not overlap.
+        // `to` is owned by the caller alone; `from` is only read, by anyone, while it is
+        // handed out (see `FaultHandler::fault`), so reading it races with no write.
+        unsafe { core::ptr::copy_nonoverlapping(source, destination, PAGE_SIZE) };
+    }
 }

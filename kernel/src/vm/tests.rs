@@ -42,6 +42,18 @@ pub const TESTS: &[KernelTest] = &[
     ),
     KernelTest::new("vm::writes_are_refused", writes_are_refused),
     KernelTest::new(
+        "vm::private_writes_copy_the_page_and_survive_a_demote",
+        private_writes_copy_the_page_and_survive_a_demote,
+    ),
+    KernelTest::new(
+        "vm::a_copy_stops_where_cached_only_faults_miss",
+        a_copy_stops_where_cached_only_faults_miss,
+    ),
+    KernelTest::new(
+        "vm::probe_write_faults_in_without_changing_data",
+        probe_write_faults_in_without_changing_data,
+    ),
+    KernelTest::new(
         "vm::unmap_frees_addresses_for_reuse",
         unmap_frees_addresses_for_reuse,
     ),
@@ -202,6 +214,7 @@ fn delta(before: Counters) -> Counters {
         retries: now.retries - before.retries,
         failed: now.failed - before.failed,
         pages_unmapped: now.pages_unmapped - before.pages_unmapped,
+        pages_copied: now.pages_copied - before.pages_copied,
     }
 }
 
@@ -212,6 +225,7 @@ fn reads_through_memory_see_the_file() -> TestResult {
         file.handler(),
         2 * PAGE_SIZE as u64,
         4 * PAGE_SIZE,
+        MapMode::ReadOnly,
     ) else {
         ktest_assert!(false, "map_file_range failed");
         return Ok(());
@@ -258,7 +272,13 @@ fn reads_through_memory_see_the_file() -> TestResult {
 
 fn a_miss_takes_two_handler_calls() -> TestResult {
     let file = PatternFile::new(FileId(2), 2);
-    let Ok(mapping) = map_file_range(file.file, file.handler(), 0, 2 * PAGE_SIZE) else {
+    let Ok(mapping) = map_file_range(
+        file.file,
+        file.handler(),
+        0,
+        2 * PAGE_SIZE,
+        MapMode::ReadOnly,
+    ) else {
         ktest_assert!(false, "map_file_range failed");
         return Ok(());
     };
@@ -298,12 +318,24 @@ fn a_miss_takes_two_handler_calls() -> TestResult {
 
 fn unmapped_pages_fault_again_and_see_new_data() -> TestResult {
     let file = PatternFile::new(FileId(3), 3);
-    let Ok(mapping) = map_file_range(file.file, file.handler(), 0, 3 * PAGE_SIZE) else {
+    let Ok(mapping) = map_file_range(
+        file.file,
+        file.handler(),
+        0,
+        3 * PAGE_SIZE,
+        MapMode::ReadOnly,
+    ) else {
         ktest_assert!(false, "map_file_range failed");
         return Ok(());
     };
     // A second mapping of the same file: invalidation must reach it too.
-    let Ok(other) = map_file_range(file.file, file.handler(), PAGE_SIZE as u64, PAGE_SIZE) else {
+    let Ok(other) = map_file_range(
+        file.file,
+        file.handler(),
+        PAGE_SIZE as u64,
+        PAGE_SIZE,
+        MapMode::ReadOnly,
+    ) else {
         ktest_assert!(false, "the second map_file_range failed");
         unmap(mapping);
         return Ok(());
@@ -346,7 +378,13 @@ fn unmapped_pages_fault_again_and_see_new_data() -> TestResult {
 
 fn access_past_the_end_is_an_error() -> TestResult {
     let file = PatternFile::new(FileId(4), 2);
-    let Ok(mapping) = map_file_range(file.file, file.handler(), 0, 3 * PAGE_SIZE) else {
+    let Ok(mapping) = map_file_range(
+        file.file,
+        file.handler(),
+        0,
+        3 * PAGE_SIZE,
+        MapMode::ReadOnly,
+    ) else {
         ktest_assert!(false, "map_file_range failed");
         return Ok(());
     };
@@ -387,7 +425,8 @@ fn access_past_the_end_is_an_error() -> TestResult {
 
 fn writes_are_refused() -> TestResult {
     let file = PatternFile::new(FileId(5), 1);
-    let Ok(mapping) = map_file_range(file.file, file.handler(), 0, PAGE_SIZE) else {
+    let Ok(mapping) = map_file_range(file.file, file.handler(), 0, PAGE_SIZE, MapMode::ReadOnly)
+    else {
         ktest_assert!(false, "map_file_range failed");
         return Ok(());
     };
@@ -412,8 +451,14 @@ fn writes_are_refused() -> TestResult {
 
 fn unmap_frees_addresses_for_reuse() -> TestResult {
     let file = PatternFile::new(FileId(6), 4);
-    let first = map_file_range(file.file, file.handler(), 0, 2 * PAGE_SIZE);
-    let second = map_file_range(file.file, file.handler(), 0, PAGE_SIZE);
+    let first = map_file_range(
+        file.file,
+        file.handler(),
+        0,
+        2 * PAGE_SIZE,
+        MapMode::ReadOnly,
+    );
+    let second = map_file_range(file.file, file.handler(), 0, PAGE_SIZE, MapMode::ReadOnly);
     let (Ok(first), Ok(second)) = (first, second) else {
         ktest_assert!(false, "map_file_range failed");
         return Ok(());
@@ -429,7 +474,13 @@ fn unmap_frees_addresses_for_reuse() -> TestResult {
     let released = file.releases.load(Ordering::Relaxed);
     let second_page_of_first = probe_read(first_start + PAGE_SIZE);
 
-    let third = map_file_range(file.file, file.handler(), 3 * PAGE_SIZE as u64, PAGE_SIZE);
+    let third = map_file_range(
+        file.file,
+        file.handler(),
+        3 * PAGE_SIZE as u64,
+        PAGE_SIZE,
+        MapMode::ReadOnly,
+    );
     let third_start = third
         .as_ref()
         .map(FileMapping::start)
@@ -456,15 +507,15 @@ fn unmap_frees_addresses_for_reuse() -> TestResult {
 fn bad_ranges_are_refused() -> TestResult {
     let file = PatternFile::new(FileId(7), 1);
     ktest_assert_eq!(
-        map_file_range(file.file, file.handler(), 100, PAGE_SIZE),
+        map_file_range(file.file, file.handler(), 100, PAGE_SIZE, MapMode::ReadOnly),
         Err(MapRangeError::MisalignedOffset(100))
     );
     ktest_assert_eq!(
-        map_file_range(file.file, file.handler(), 0, 0),
+        map_file_range(file.file, file.handler(), 0, 0, MapMode::ReadOnly),
         Err(MapRangeError::Empty)
     );
     ktest_assert_eq!(
-        map_file_range(file.file, file.handler(), 0, usize::MAX),
+        map_file_range(file.file, file.handler(), 0, usize::MAX, MapMode::ReadOnly),
         Err(MapRangeError::Overflow {
             offset: 0,
             len: usize::MAX
@@ -472,14 +523,26 @@ fn bad_ranges_are_refused() -> TestResult {
     );
     let last_page = u64::MAX / PAGE_SIZE as u64 * PAGE_SIZE as u64;
     ktest_assert_eq!(
-        map_file_range(file.file, file.handler(), last_page, 2 * PAGE_SIZE),
+        map_file_range(
+            file.file,
+            file.handler(),
+            last_page,
+            2 * PAGE_SIZE,
+            MapMode::ReadOnly
+        ),
         Err(MapRangeError::Overflow {
             offset: last_page,
             len: 2 * PAGE_SIZE
         })
     );
     ktest_assert_eq!(
-        map_file_range(file.file, file.handler(), 0, arch::FILE_MAP_WINDOW_SIZE),
+        map_file_range(
+            file.file,
+            file.handler(),
+            0,
+            arch::FILE_MAP_WINDOW_SIZE,
+            MapMode::ReadOnly
+        ),
         Err(MapRangeError::WindowFull(arch::FILE_MAP_WINDOW_SIZE))
     );
     Ok(())
@@ -487,7 +550,8 @@ fn bad_ranges_are_refused() -> TestResult {
 
 fn a_fault_racing_an_invalidation_starts_over() -> TestResult {
     let file = PatternFile::new(FileId(8), 1);
-    let Ok(mapping) = map_file_range(file.file, file.handler(), 0, PAGE_SIZE) else {
+    let Ok(mapping) = map_file_range(file.file, file.handler(), 0, PAGE_SIZE, MapMode::ReadOnly)
+    else {
         ktest_assert!(false, "map_file_range failed");
         return Ok(());
     };
@@ -512,6 +576,198 @@ fn a_fault_racing_an_invalidation_starts_over() -> TestResult {
     ktest_assert_eq!(file.reads.load(Ordering::Relaxed), 2);
     ktest_assert_eq!(releases, 1);
     Ok(())
+}
+
+/// A private mapping: a write to a mapped page and to an unmapped one each give the mapping
+/// its copy (the file's page goes back to the handler and is unchanged); a demote leaves the
+/// copies; unmapping frees them.
+fn private_writes_copy_the_page_and_survive_a_demote() -> TestResult {
+    let file = PatternFile::new(FileId(10), 2);
+    let free_before = frame::snapshot().free_frames();
+    let Ok(mut mapping) = map_file_range(
+        file.file,
+        file.handler(),
+        0,
+        2 * PAGE_SIZE,
+        MapMode::Private,
+    ) else {
+        ktest_assert!(false, "map_file_range failed");
+        return Ok(());
+    };
+    let Ok(shared) = map_file_range(
+        file.file,
+        file.handler(),
+        0,
+        2 * PAGE_SIZE,
+        MapMode::ReadOnly,
+    ) else {
+        unmap(mapping);
+        ktest_assert!(false, "map_file_range failed");
+        return Ok(());
+    };
+    let message = *b"private copy on write";
+
+    // Page 0 is mapped from a read first; page 1 is first touched by the write.
+    let read_first = raw::read_mapped(mapping.start());
+    let before = counters();
+    let at_page_0 = 100;
+    let at_page_1 = PAGE_SIZE + 8;
+    let copied_0 = copy_to_mapping(&mut mapping, at_page_0, &message);
+    let copied_1 = copy_to_mapping(&mut mapping, at_page_1, &message);
+    let after_writes = delta(before);
+    let releases_after_writes = file.releases.load(Ordering::Relaxed);
+
+    let written_0 = raw::read_bytes::<21>(mapping.start() + at_page_0);
+    let written_1 = raw::read_bytes::<21>(mapping.start() + at_page_1);
+    let rest_of_page_0 = check_word(&file, &mapping, 0, 512);
+    let file_pages_unchanged = check_pages(&file, &shared, 0..2);
+
+    // A demote unmaps the file's pages everywhere, but the copies are the mapping's own.
+    let generation = file.generation.load(Ordering::Relaxed);
+    file.invalidate();
+    let copy_mapped_after_demote = arch::translate_page(mapping.start()).is_some();
+    let shared_mapped_after_demote = arch::translate_page(shared.start()).is_some();
+    let written_after_demote = raw::read_bytes::<21>(mapping.start() + at_page_0);
+    let rest_after_demote = raw::read_mapped(mapping.start() + 512);
+    unmap(mapping);
+    unmap(shared);
+    drop(file);
+    let free_after = frame::snapshot().free_frames();
+
+    ktest_assert_eq!(read_first, pattern(FileId(10), 0, 0, 0));
+    ktest_assert_eq!(copied_0, message.len());
+    ktest_assert_eq!(copied_1, message.len());
+    ktest_assert_eq!(after_writes.pages_copied, 2);
+    // Page 1's write faulted once (the handler's cached step failed: a read-in), page 0's
+    // once (the copy of the mapped page, no handler call).
+    ktest_assert_eq!(after_writes.faults, 2);
+    ktest_assert_eq!(after_writes.retries, 1);
+    ktest_assert_eq!(releases_after_writes, 2);
+    ktest_assert_eq!(written_0, message);
+    ktest_assert_eq!(written_1, message);
+    ktest_assert_eq!(rest_of_page_0, None);
+    ktest_assert_eq!(file_pages_unchanged, None);
+    ktest_assert!(copy_mapped_after_demote, "a demote unmapped a private copy");
+    ktest_assert!(
+        !shared_mapped_after_demote,
+        "a demote left the file's page mapped"
+    );
+    ktest_assert_eq!(written_after_demote, message);
+    ktest_assert_eq!(rest_after_demote, pattern(FileId(10), generation, 0, 512));
+    ktest_assert_eq!(free_after, free_before);
+    Ok(())
+}
+
+/// Under cached-only faults a copy into a private mapping goes through the cached page and
+/// stops at the first byte of a page that is not cached; `fault_in_writable` then brings it
+/// in (with the handler's second step) and the copy completes. A read-only mapping takes no
+/// byte, and `fault_in_writable` stops at the end of the file.
+fn a_copy_stops_where_cached_only_faults_miss() -> TestResult {
+    let file = PatternFile::new(FileId(11), 2);
+    let Ok(mut mapping) = map_file_range(
+        file.file,
+        file.handler(),
+        0,
+        3 * PAGE_SIZE,
+        MapMode::Private,
+    ) else {
+        ktest_assert!(false, "map_file_range failed");
+        return Ok(());
+    };
+    let Ok(mut read_only) =
+        map_file_range(file.file, file.handler(), 0, PAGE_SIZE, MapMode::ReadOnly)
+    else {
+        unmap(mapping);
+        ktest_assert!(false, "map_file_range failed");
+        return Ok(());
+    };
+    // Page 0 cached (read through the read-only mapping), page 1 not.
+    let _ = raw::read_mapped(read_only.start());
+    let bytes = [0x5a; 2 * PAGE_SIZE];
+    let start = PAGE_SIZE / 2;
+
+    let before = counters();
+    let short = {
+        let _cached_only = cached_only_faults();
+        copy_to_mapping(&mut mapping, start, &bytes[..PAGE_SIZE])
+    };
+    let under_guard = delta(before);
+    let faulted_in =
+        fault_in_writable(mapping.start() + start..mapping.start() + start + PAGE_SIZE);
+    let whole = {
+        let _cached_only = cached_only_faults();
+        copy_to_mapping(&mut mapping, start, &bytes[..PAGE_SIZE])
+    };
+    let past_the_file =
+        fault_in_writable(mapping.start() + PAGE_SIZE..mapping.start() + 3 * PAGE_SIZE);
+    let into_read_only = copy_to_mapping(&mut read_only, 0, &bytes[..8]);
+    let beyond_the_mapping = copy_to_mapping(&mut mapping, 3 * PAGE_SIZE - 4, &bytes[..8]);
+    let last_bytes = raw::read_bytes::<8>(mapping.start() + start + PAGE_SIZE - 8);
+    unmap(mapping);
+    unmap(read_only);
+
+    ktest_assert_eq!(short, PAGE_SIZE / 2);
+    ktest_assert_eq!(under_guard.retries, 0);
+    ktest_assert_eq!(under_guard.failed, 1);
+    ktest_assert_eq!(under_guard.pages_copied, 1);
+    ktest_assert_eq!(faulted_in, PAGE_SIZE);
+    ktest_assert_eq!(whole, PAGE_SIZE);
+    ktest_assert_eq!(last_bytes, [0x5a; 8]);
+    ktest_assert_eq!(past_the_file, PAGE_SIZE);
+    ktest_assert_eq!(into_read_only, 0);
+    // Four bytes lie in the mapping's last page, which is past the end of the file.
+    ktest_assert_eq!(beyond_the_mapping, 0);
+    Ok(())
+}
+
+/// `arch::probe_write` on a read-only page fails with a write fault and leaves the data; on
+/// a private mapping it maps the page's copy without changing a byte.
+fn probe_write_faults_in_without_changing_data() -> TestResult {
+    let file = PatternFile::new(FileId(12), 1);
+    let Ok(read_only) = map_file_range(file.file, file.handler(), 0, PAGE_SIZE, MapMode::ReadOnly)
+    else {
+        ktest_assert!(false, "map_file_range failed");
+        return Ok(());
+    };
+    let Ok(private) = map_file_range(file.file, file.handler(), 0, PAGE_SIZE, MapMode::Private)
+    else {
+        unmap(read_only);
+        ktest_assert!(false, "map_file_range failed");
+        return Ok(());
+    };
+
+    let denied = arch::probe_write(read_only.start() + 24);
+    let before = counters();
+    let allowed = arch::probe_write(private.start() + 24);
+    let cost = delta(before);
+    let word = raw::read_mapped(private.start() + 24);
+    let read_only_word = raw::read_mapped(read_only.start() + 24);
+    let copy_is_distinct =
+        arch::translate_page(private.start()) != arch::translate_page(read_only.start());
+    unmap(read_only);
+    unmap(private);
+
+    let Err(fault) = denied else {
+        ktest_assert!(false, "a write probe of a read-only mapping worked");
+        return Ok(());
+    };
+    ktest_assert_eq!(fault.kind, FaultKind::PageFault(Access::Write));
+    ktest_assert_eq!(allowed.ok(), Some(()));
+    ktest_assert_eq!(cost.pages_copied, 1);
+    ktest_assert_eq!(word, pattern(FileId(12), 0, 0, 24));
+    ktest_assert_eq!(read_only_word, word);
+    ktest_assert!(copy_is_distinct, "the private copy is the file's frame");
+    Ok(())
+}
+
+/// The words of page `page` of `mapping` from byte `from` on, checked against `file`; the
+/// first wrong word's address.
+fn check_word(file: &PatternFile, mapping: &FileMapping, page: usize, from: usize) -> Option<u64> {
+    let file_page = mapping.first_file_page() + page as u64;
+    (from..PAGE_SIZE).step_by(8).find_map(|offset| {
+        let address = mapping.start() + page * PAGE_SIZE + offset;
+        (raw::read_mapped(address) != file.expected(file_page, offset)).then_some(address as u64)
+    })
 }
 
 mod raw {
@@ -544,6 +800,18 @@ mod raw {
         // the value is read as a plain integer.
         unsafe { (address as *const u64).read_volatile() }
     }
+
+    /// Reads `N` bytes at `address`, in a live file mapping, with plain loads (a first touch
+    /// faults the page in).
+    pub(super) fn read_bytes<const N: usize>(address: usize) -> [u8; N] {
+        let mut bytes = [0; N];
+        for (index, byte) in bytes.iter_mut().enumerate() {
+            // SAFETY: as for `read_mapped`: the bytes lie in a live mapping whose handler
+            // supplies the pages the tests touch; they are read as plain integers.
+            *byte = unsafe { ((address + index) as *const u8).read_volatile() };
+        }
+        bytes
+    }
 }
 
 /// Under a lock, a fault must not take the lock again: with cached-only faults a cold page
@@ -551,7 +819,13 @@ mod raw {
 /// is gone, `fault_in` brings the cold page in.
 fn cached_only_faults_never_take_the_second_step() -> TestResult {
     let file = PatternFile::new(FileId(9), 2);
-    let Ok(mapping) = map_file_range(file.file, file.handler(), 0, 2 * PAGE_SIZE) else {
+    let Ok(mapping) = map_file_range(
+        file.file,
+        file.handler(),
+        0,
+        2 * PAGE_SIZE,
+        MapMode::ReadOnly,
+    ) else {
         ktest_assert!(false, "map_file_range failed");
         return Ok(());
     };
@@ -606,8 +880,8 @@ fn page_map_read_unmap_round_trip() -> TestResult {
     // SAFETY: the frame was just allocated, so it is ours alone, RAM in the direct map.
     unsafe { direct.write_volatile(marker) };
 
-    let mapped = arch::map_page(TEST_PAGE, range.start);
-    let twice = arch::map_page(TEST_PAGE, range.start);
+    let mapped = arch::map_page(TEST_PAGE, range.start, Protection::ReadOnly);
+    let twice = arch::map_page(TEST_PAGE, range.start, Protection::ReadOnly);
     let through_window = probe_read(TEST_PAGE);
     let unmapped = arch::unmap_page(TEST_PAGE);
     let after_unmap = probe_read(TEST_PAGE);
@@ -630,17 +904,25 @@ fn pages_outside_the_window_are_refused() -> TestResult {
         .map_or(0x10_0000, |r| r.start);
     let direct_map_page = arch::phys_to_virt(physical);
     ktest_assert_eq!(
-        arch::map_page(direct_map_page, physical),
+        arch::map_page(direct_map_page, physical, Protection::ReadOnly),
         Err(arch::MapError::NotInWindow(direct_map_page))
     );
     ktest_assert_eq!(
-        arch::map_page(arch::FILE_MAP_WINDOW_START + 8, physical),
+        arch::map_page(
+            arch::FILE_MAP_WINDOW_START + 8,
+            physical,
+            Protection::ReadOnly
+        ),
         Err(arch::MapError::Misaligned(
             arch::FILE_MAP_WINDOW_START as u64 + 8
         ))
     );
     ktest_assert_eq!(
-        arch::map_page(arch::FILE_MAP_WINDOW_START, physical + 1),
+        arch::map_page(
+            arch::FILE_MAP_WINDOW_START,
+            physical + 1,
+            Protection::ReadOnly
+        ),
         Err(arch::MapError::Misaligned(physical + 1))
     );
     ktest_assert_eq!(arch::unmap_page(direct_map_page), None);

@@ -68,7 +68,7 @@ pub use paging::{phys_to_virt, virt_to_phys};
 pub use pci::legacy_pci_config;
 pub use power::exit;
 pub use tests::TESTS;
-pub use trap::probe_read;
+pub use trap::{copy_to_window, probe_read, probe_write};
 
 /// The architecture's name in logs.
 pub const NAME: &str = "riscv64";

@@ -4,7 +4,8 @@
 //! direct map (entries 256..320) and the kernel window (entry 510), so no boot mapping shares
 //! a table with it. [`map_page`] walks the three levels from the root table in `satp`, takes a
 //! zeroed frame from the frame allocator for each missing table, and writes one leaf:
-//! readable, not writable, not executable, not user, global, with **A and D set**. The
+//! readable, writable only for [`Protection::ReadWrite`], not executable, not user, global,
+//! with **A and D set**. The
 //! privileged spec lets a hart either set A/D itself or raise a page fault when they are
 //! clear; the VisionFive 2's U74 cores do the latter, so the kernel sets them up front and an
 //! access never faults for them. [`unmap_page`] clears the leaf and runs `sfence.vma` for
@@ -24,8 +25,8 @@
 use spin::Mutex;
 
 use super::paging::{ENTRIES_PER_TABLE, pte};
-use crate::arch::MapError;
 use crate::arch::page_table::PageTable;
+use crate::arch::{MapError, Protection};
 
 /// First address of the file-mapping window: root-table entry 384.
 pub const FILE_MAP_WINDOW_START: usize = 0xffff_ffe0_0000_0000;
@@ -33,8 +34,11 @@ pub const FILE_MAP_WINDOW_START: usize = 0xffff_ffe0_0000_0000;
 /// Size of the file-mapping window: 64 root-table entries of 1 GiB.
 pub const FILE_MAP_WINDOW_SIZE: usize = 64 << 30;
 
-/// A leaf of the file-mapping window: read-only data, kernel only, A and D preset.
-pub const FILE_PAGE_LEAF: u64 = pte::V | pte::R | pte::G | pte::A | pte::D;
+/// A read-only leaf of the file-mapping window: data, kernel only, A and D preset.
+pub const READ_ONLY_LEAF: u64 = pte::V | pte::R | pte::G | pte::A | pte::D;
+
+/// A writable leaf of the window (a private page): [`READ_ONLY_LEAF`] and W.
+pub const READ_WRITE_LEAF: u64 = READ_ONLY_LEAF | pte::W;
 
 /// Size of a page.
 const PAGE_SIZE: usize = 4096;
@@ -51,8 +55,12 @@ const _: () = assert!(384 + (FILE_MAP_WINDOW_SIZE >> 30) <= 510);
 /// Serializes every change to the window's tables.
 static WINDOW_TABLES: Mutex<()> = Mutex::new(());
 
-/// Maps the page at `virtual_address` (in the window) to the frame at `physical`, read-only.
-pub fn map_page(virtual_address: usize, physical: u64) -> Result<(), MapError> {
+/// Maps the page at `virtual_address` (in the window) to the frame at `physical`.
+pub fn map_page(
+    virtual_address: usize,
+    physical: u64,
+    protection: Protection,
+) -> Result<(), MapError> {
     check_window_page(virtual_address)?;
     if !physical.is_multiple_of(PAGE_SIZE as u64) || physical >> (12 + PPN_BITS) != 0 {
         return Err(MapError::Misaligned(physical));
@@ -65,7 +73,11 @@ pub fn map_page(virtual_address: usize, physical: u64) -> Result<(), MapError> {
         return Err(MapError::AlreadyMapped(virtual_address));
     }
 
-    leaf_table.set_entry(index, ((physical >> 12) << pte::PPN_SHIFT) | FILE_PAGE_LEAF);
+    let leaf = match protection {
+        Protection::ReadOnly => READ_ONLY_LEAF,
+        Protection::ReadWrite => READ_WRITE_LEAF,
+    };
+    leaf_table.set_entry(index, ((physical >> 12) << pte::PPN_SHIFT) | leaf);
     // A hart may have cached the invalid entry: drop it, so the access after the fault sees
     // the new one.
     table::flush_page(virtual_address);
@@ -216,11 +228,14 @@ pub mod tests {
             ktest_assert!(false, "no free frame");
             return Ok(());
         };
-        let mapped = map_page(TEST_PAGE, range.start);
+        let mapped = map_page(TEST_PAGE, range.start, Protection::ReadOnly);
         ktest_assert_eq!(mapped, Ok(()));
-
         let entry = leaf_entry(TEST_PAGE).unwrap_or(0);
         let unmapped = unmap_page(TEST_PAGE);
+
+        let mapped_writable = map_page(TEST_PAGE, range.start, Protection::ReadWrite);
+        let writable_entry = leaf_entry(TEST_PAGE).unwrap_or(0);
+        let _ = unmap_page(TEST_PAGE);
         let _ = frame::free(range);
 
         for (bit, name) in [
@@ -235,6 +250,9 @@ pub mod tests {
         ktest_assert_eq!(entry & (pte::W | pte::X | USER), 0);
         ktest_assert_eq!(entry_address(entry), range.start);
         ktest_assert_eq!(unmapped, Some(range.start));
+
+        ktest_assert_eq!(mapped_writable, Ok(()));
+        ktest_assert_eq!(writable_entry, entry | pte::W);
         Ok(())
     }
 }

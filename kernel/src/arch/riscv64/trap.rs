@@ -1,5 +1,5 @@
-//! Traps: the `stvec` entry, the decoding of `scause`, and [`probe_read`], the one read that
-//! is allowed to fault.
+//! Traps: the `stvec` entry, the decoding of `scause`, and the accesses that are allowed to
+//! fault: [`probe_read`], [`probe_write`] and [`copy_to_window`].
 //!
 //! Every trap enters `kernel_trap_entry` (direct mode), which saves all 31 registers, the
 //! floating-point registers and the trap CSRs in a [`TrapFrame`] on the current stack and
@@ -13,7 +13,7 @@
 //!   like Linux's `__ex_table`: pairs of "instruction that may fault, where to resume"), it
 //!   hands the fault's `scause`, `stval` and `sepc` to the code at the resume address in
 //!   `a0`, `a1`, `a3`, sets `a2` = 1 to say a fault happened, and returns there. Only
-//!   [`probe_read`] has such an entry.
+//!   [`probe_read`], [`probe_write`] and the stores of [`copy_to_window`] have entries.
 //! - Otherwise it logs the trap (`scause` and its name, the decoded [`FaultKind`], `stval`,
 //!   `sepc`, `ra`, `sp`) and stops the machine with [`ExitCode::Fault`].
 //!
@@ -31,7 +31,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::power;
 use crate::ExitCode;
-use crate::arch::{Access, Fault, FaultKind};
+use crate::arch::{Access, Fault, FaultKind, ShortCopy};
 use crate::vm::PageFaultOutcome;
 
 /// The registers and trap CSRs at the time of a trap, as `kernel_trap_entry` saves them.
@@ -289,6 +289,131 @@ pub fn probe_read(address: usize) -> Result<u64, Fault> {
         Ok(value_or_scause as u64)
     } else {
         Err(decode(value_or_scause, stval, sepc))
+    }
+}
+
+/// Makes a write access to the 32-bit word that holds `address` without changing it (an
+/// atomic OR of zero, `amoor.w`), reporting a fault as `Err` instead of stopping: what brings
+/// a page of a private file mapping in for writing ([`crate::vm::fault_in_writable`]).
+///
+/// The word is read and written back atomically, so a concurrent writer loses nothing; on
+/// device memory it is a real read-modify-write.
+pub fn probe_write(address: usize) -> Result<(), Fault> {
+    let scause: usize;
+    let stval: usize;
+    let faulted: usize;
+    let sepc: usize;
+
+    // SAFETY: the block is one `amoor.w` of zero on the aligned word at `address`: it stores
+    // the value it loaded, so no byte any Rust code sees changes, and it creates no
+    // reference. A fault resumes at label 2 through the exception table with a0 = scause,
+    // a1 = stval, a2 = 1, a3 = sepc; the handler's Rust code may use caller-saved
+    // floating-point registers, hence `clobber_abi("C")`.
+    unsafe {
+        asm!(
+            "1: amoor.w zero, zero, (a0)",
+            "2:",
+            ".pushsection .extable, \"a\"",
+            ".balign 8",
+            ".dword 1b, 2b",
+            ".popsection",
+            inout("a0") address & !3 => scause,
+            inout("a1") 0usize => stval,
+            inout("a2") 0usize => faulted,
+            inout("a3") 0usize => sepc,
+            clobber_abi("C"),
+            options(nostack),
+        );
+    }
+
+    if faulted == 0 {
+        Ok(())
+    } else {
+        Err(decode(scause, stval, sepc))
+    }
+}
+
+/// Copies `source` to `destination`, an address range in the file-mapping window, and stops
+/// at the first store the window cannot serve (the page fault goes to
+/// [`crate::vm::handle_page_fault`] first, so a page that can be mapped is mapped and the
+/// copy goes on): then it says how many bytes it copied and what the fault was. Bytes
+/// before a fault are copied; none after it.
+///
+/// # Safety
+///
+/// The `source.len()` bytes at `destination` must lie in the file-mapping window, and no
+/// reference to them may be alive: they are written behind the compiler's back.
+pub unsafe fn copy_to_window(destination: usize, source: &[u8]) -> Result<(), ShortCopy> {
+    let remaining: usize;
+    let scause: usize;
+    let stval: usize;
+    let faulted: usize;
+    let sepc: usize;
+    // SAFETY: the loops load only from `source` (a live slice) and store only to the
+    // `source.len()` bytes at `destination`, which lie in the file-mapping window and which
+    // no Rust reference names (the caller's promises). Stores go byte by
+    // byte until `destination` is 8-byte aligned, then by words if `source` is aligned too,
+    // then by bytes; each store is listed in the exception table, so a fault the window
+    // cannot serve resumes at label 9 with the store not done and t2 = the bytes left
+    // (a0..a3 carry the fault, as in `probe_read`).
+    unsafe {
+        asm!(
+            "beqz t2, 9f",
+            // Bytes until the destination is word aligned.
+            "1: andi t3, t0, 7",
+            "beqz t3, 3f",
+            "lbu t4, 0(t1)",
+            "2: sb t4, 0(t0)",
+            "addi t0, t0, 1",
+            "addi t1, t1, 1",
+            "addi t2, t2, -1",
+            "bnez t2, 1b",
+            "j 9f",
+            // Words, if the source is aligned as well.
+            "3: andi t3, t1, 7",
+            "bnez t3, 6f",
+            "li t3, 8",
+            "4: bltu t2, t3, 6f",
+            "ld t4, 0(t1)",
+            "5: sd t4, 0(t0)",
+            "addi t0, t0, 8",
+            "addi t1, t1, 8",
+            "addi t2, t2, -8",
+            "j 4b",
+            // The rest by bytes.
+            "6: beqz t2, 9f",
+            "lbu t4, 0(t1)",
+            "7: sb t4, 0(t0)",
+            "addi t0, t0, 1",
+            "addi t1, t1, 1",
+            "addi t2, t2, -1",
+            "j 6b",
+            "9:",
+            ".pushsection .extable, \"a\"",
+            ".balign 8",
+            ".dword 2b, 9b",
+            ".dword 5b, 9b",
+            ".dword 7b, 9b",
+            ".popsection",
+            inout("t0") destination => _,
+            inout("t1") source.as_ptr() => _,
+            inout("t2") source.len() => remaining,
+            inout("a0") 0usize => scause,
+            inout("a1") 0usize => stval,
+            inout("a2") 0usize => faulted,
+            inout("a3") 0usize => sepc,
+            clobber_abi("C"),
+            options(nostack),
+        );
+    }
+
+    if faulted == 0 {
+        Ok(())
+    } else {
+        Err(ShortCopy {
+            copied: source.len() - remaining,
+            fault: decode(scause, stval, sepc),
+        })
     }
 }
 

@@ -63,7 +63,7 @@ pub use pages::{
 pub use paging::{phys_to_virt, virt_to_phys};
 pub use pci::legacy_pci_config;
 use stack::Stack;
-pub use trap::probe_read;
+pub use trap::{copy_to_window, probe_read, probe_write};
 pub use tsc::read_counter;
 
 /// The architecture's name in logs.

@@ -3,8 +3,9 @@
 //! The window is the first 64 GiB of PML4 slot 320 (`0xffff_a000_0000_0000`), between the
 //! direct map (slot 256) and the kernel window (slot 511), so no boot mapping shares a table
 //! with it. [`map_page`] walks the four levels from the PML4 in CR3, takes a zeroed frame
-//! from the frame allocator for each missing table, and writes one leaf: present, not
-//! writable, not user, and no-execute when the CPU has it enabled (EFER.NXE; the bit is
+//! from the frame allocator for each missing table, and writes one leaf: present, writable
+//! only for [`Protection::ReadWrite`] (CR0.WP makes the kernel's own writes obey it), not
+//! user, and no-execute when the CPU has it enabled (EFER.NXE; the bit is
 //! reserved otherwise). [`unmap_page`] clears the leaf and runs `invlpg` for that address.
 //! A not-present entry is never cached, so mapping needs no flush.
 //!
@@ -21,8 +22,8 @@
 use spin::Mutex;
 use x86_64::structures::paging::PageTableFlags;
 
-use crate::arch::MapError;
 use crate::arch::page_table::{ENTRIES_PER_TABLE, PageTable};
+use crate::arch::{MapError, Protection};
 
 /// First address of the file-mapping window: PML4 slot 320.
 pub const FILE_MAP_WINDOW_START: usize = 0xffff_a000_0000_0000;
@@ -42,18 +43,25 @@ const _: () = assert!(FILE_MAP_WINDOW_SIZE <= 1 << 39);
 /// Serializes every change to the window's tables.
 static WINDOW_TABLES: Mutex<()> = Mutex::new(());
 
-/// The flags of a leaf of the window: present, read-only, kernel only, no-execute when
-/// EFER.NXE allows the bit.
-pub fn file_page_flags() -> PageTableFlags {
-    if table::no_execute_enabled() {
-        PageTableFlags::PRESENT | PageTableFlags::NO_EXECUTE
-    } else {
-        PageTableFlags::PRESENT
+/// The flags of a leaf of the window: present, writable for [`Protection::ReadWrite`] only,
+/// kernel only, no-execute when EFER.NXE allows the bit.
+pub fn leaf_flags(protection: Protection) -> PageTableFlags {
+    let mut flags = PageTableFlags::PRESENT;
+    if protection == Protection::ReadWrite {
+        flags |= PageTableFlags::WRITABLE;
     }
+    if table::no_execute_enabled() {
+        flags |= PageTableFlags::NO_EXECUTE;
+    }
+    flags
 }
 
-/// Maps the page at `virtual_address` (in the window) to the frame at `physical`, read-only.
-pub fn map_page(virtual_address: usize, physical: u64) -> Result<(), MapError> {
+/// Maps the page at `virtual_address` (in the window) to the frame at `physical`.
+pub fn map_page(
+    virtual_address: usize,
+    physical: u64,
+    protection: Protection,
+) -> Result<(), MapError> {
     check_window_page(virtual_address)?;
     if physical & !ADDRESS_MASK != 0 {
         return Err(MapError::Misaligned(physical));
@@ -66,7 +74,7 @@ pub fn map_page(virtual_address: usize, physical: u64) -> Result<(), MapError> {
         return Err(MapError::AlreadyMapped(virtual_address));
     }
 
-    leaf_table.set_entry(index, physical | file_page_flags().bits());
+    leaf_table.set_entry(index, physical | leaf_flags(protection).bits());
     Ok(())
 }
 
@@ -199,11 +207,14 @@ pub mod tests {
             ktest_assert!(false, "no free frame");
             return Ok(());
         };
-        let mapped = map_page(TEST_PAGE, range.start);
+        let mapped = map_page(TEST_PAGE, range.start, Protection::ReadOnly);
         ktest_assert_eq!(mapped, Ok(()));
-
         let entry = PageTableFlags::from_bits_truncate(leaf_entry(TEST_PAGE).unwrap_or(0));
         let unmapped = unmap_page(TEST_PAGE);
+
+        let mapped_writable = map_page(TEST_PAGE, range.start, Protection::ReadWrite);
+        let writable_entry = PageTableFlags::from_bits_truncate(leaf_entry(TEST_PAGE).unwrap_or(0));
+        let _ = unmap_page(TEST_PAGE);
         let _ = frame::free(range);
 
         ktest_assert!(entry.contains(PageTableFlags::PRESENT), "leaf not present");
@@ -216,6 +227,12 @@ pub mod tests {
             table::no_execute_enabled()
         );
         ktest_assert_eq!(unmapped, Some(range.start));
+
+        ktest_assert_eq!(mapped_writable, Ok(()));
+        ktest_assert_eq!(
+            writable_entry.bits(),
+            (entry | PageTableFlags::WRITABLE).bits()
+        );
         Ok(())
     }
 }

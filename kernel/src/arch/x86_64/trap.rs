@@ -1,4 +1,5 @@
-//! Exceptions: the IDT, the entry stubs, the Rust handler and `probe_read`.
+//! Exceptions: the IDT, the entry stubs, the Rust handler, and the accesses that are allowed
+//! to fault: `probe_read`, `probe_write` and `copy_to_window`.
 //!
 //! Each of the 32 exception vectors has a stub that makes the stack look the same
 //! for every vector (it pushes a zero error code when the CPU pushes none, then the vector
@@ -13,7 +14,9 @@
 //! registers are all there is to keep). Otherwise, a fault at an instruction listed in the
 //! exception table (`.ex_table`, pairs of instruction and fixup address, as Linux's
 //! `__ex_table`) is expected: the handler records it, resumes at the fixup and the
-//! instruction's owner reports it. [`probe_read`] is the one such instruction. Any other
+//! instruction's owner reports it. [`probe_read`], [`probe_write`] and [`copy_to_window`]
+//! have such instructions (`copy_to_window`'s is a `rep movsb`, which a fault leaves with
+//! RCX = the bytes not copied; when the window maps the page, it simply goes on). Any other
 //! exception is logged and stops the machine with [`ExitCode::Fault`].
 //!
 //! The double fault (vector 8) runs on its own stack (see `segments.rs`). Interrupts stay
@@ -21,7 +24,7 @@
 //!
 //! # Limitations
 //!
-//! The fault recorded for `probe_read` is a single global slot: correct for one CPU with
+//! The fault recorded for these accesses is a single global slot: correct for one CPU with
 //! interrupts off; several CPUs would need one slot each.
 
 use core::cell::Cell;
@@ -34,7 +37,7 @@ use x86_64::structures::idt::{Entry, HandlerFunc};
 
 use super::segments::DOUBLE_FAULT_IST_INDEX;
 use crate::ExitCode;
-use crate::arch::{Access, Fault, FaultKind};
+use crate::arch::{Access, Fault, FaultKind, ShortCopy};
 use crate::vm::PageFaultOutcome;
 
 /// How many vectors the IDT has: the architecture's exceptions.
@@ -113,7 +116,8 @@ struct Idt([Entry<HandlerFunc>; VECTOR_COUNT]);
 
 static IDT: Once<Idt> = Once::new();
 
-/// Where `probe_read` records the fault it expects, for the handler to fill in.
+/// Where an access listed in the exception table finds the fault it expects, filled in by
+/// the handler.
 static PROBE_FAULT: Mutex<Cell<Option<Fault>>> = Mutex::new(Cell::new(None));
 
 /// Installs the IDT; from now on an exception is reported instead of resetting the machine.
@@ -141,6 +145,41 @@ pub fn probe_read(address: usize) -> Result<u64, Fault> {
     match critical_section::with(|cs| PROBE_FAULT.borrow(cs).take()) {
         Some(fault) => Err(fault),
         None => Ok(value),
+    }
+}
+
+/// Makes a write access to the byte at `address` without changing it (a locked OR of zero),
+/// reporting a fault as `Err` instead of stopping: what brings a page of a private file
+/// mapping in for writing ([`crate::vm::fault_in_writable`]).
+pub fn probe_write(address: usize) -> Result<(), Fault> {
+    critical_section::with(|cs| PROBE_FAULT.borrow(cs).set(None));
+    stubs::probe_write_u8(address);
+    match critical_section::with(|cs| PROBE_FAULT.borrow(cs).take()) {
+        Some(fault) => Err(fault),
+        None => Ok(()),
+    }
+}
+
+/// Copies `source` to `destination`, an address range in the file-mapping window, and stops
+/// at the first byte the window cannot serve (the page fault goes to
+/// [`crate::vm::handle_page_fault`] first, so a page that can be mapped is mapped and the
+/// copy goes on): then it says how many bytes it copied and what the fault was.
+///
+/// # Safety
+///
+/// The `source.len()` bytes at `destination` must lie in the file-mapping window, and no
+/// reference to them may be alive: they are written behind the compiler's back.
+pub unsafe fn copy_to_window(destination: usize, source: &[u8]) -> Result<(), ShortCopy> {
+    critical_section::with(|cs| PROBE_FAULT.borrow(cs).set(None));
+    // SAFETY: the bytes at `destination` lie in the window and no reference names them (the
+    // caller's promises); `source` is a live slice of `source.len()` bytes.
+    let remaining = unsafe { stubs::copy_bytes(destination, source.as_ptr(), source.len()) };
+    match critical_section::with(|cs| PROBE_FAULT.borrow(cs).take()) {
+        Some(fault) => Err(ShortCopy {
+            copied: source.len() - remaining,
+            fault,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -518,9 +557,34 @@ mod stubs {
         "    ret",
         ".popsection",
 
+        // void x86_64_probe_write_u8(usize address): one locked OR of zero, listed in the
+        // exception table; the fixup just returns.
+        ".pushsection .text.x86_64_trap, \"ax\"",
+        ".globl x86_64_probe_write_u8",
+        "x86_64_probe_write_u8:",
+        ".Lprobe_write_instruction:",
+        "    lock orb $0, (%rdi)",
+        ".Lprobe_write_fixup:",
+        "    ret",
+
+        // usize x86_64_copy_bytes(usize destination, const u8 *source, usize len): returns
+        // the bytes not copied. A fault in `rep movsb` that the window cannot serve resumes
+        // at the fixup with RCX = the bytes left.
+        ".globl x86_64_copy_bytes",
+        "x86_64_copy_bytes:",
+        "    mov %rdx, %rcx",
+        ".Lcopy_instruction:",
+        "    rep movsb",
+        ".Lcopy_fixup:",
+        "    mov %rcx, %rax",
+        "    ret",
+        ".popsection",
+
         ".pushsection .ex_table, \"a\"",
         ".p2align 3",
         ".quad x86_64_probe_instruction, .Lprobe_fixup",
+        ".quad .Lprobe_write_instruction, .Lprobe_write_fixup",
+        ".quad .Lcopy_instruction, .Lcopy_fixup",
         ".popsection",
 
         vector_count = const VECTOR_COUNT,
@@ -533,6 +597,8 @@ mod stubs {
         static x86_64_trap_stub_table: [u64; VECTOR_COUNT];
         static x86_64_probe_instruction: u8;
         fn x86_64_probe_read_u64(address: usize) -> u64;
+        fn x86_64_probe_write_u8(address: usize);
+        fn x86_64_copy_bytes(destination: usize, source: *const u8, len: usize) -> usize;
     }
 
     /// The address of `vector`'s entry stub.
@@ -554,5 +620,27 @@ mod stubs {
         // fault on that load is recovered through the exception table (the IDT is loaded
         // before anything can probe), and a load changes no memory Rust can see.
         unsafe { x86_64_probe_read_u64(address) }
+    }
+
+    /// ORs zero into the byte at `address` with `lock`; a fault resumes at the fixup.
+    pub(super) fn probe_write_u8(address: usize) {
+        // SAFETY: the routine follows the C ABI and only runs a locked OR of zero on the byte
+        // at `address`, which writes back the value it read, so no byte Rust sees changes; a
+        // fault is recovered through the exception table.
+        unsafe { x86_64_probe_write_u8(address) }
+    }
+
+    /// Copies `len` bytes from `source` to `destination`; returns how many were not copied
+    /// (a fault stopped it).
+    ///
+    /// # Safety
+    ///
+    /// `source` must be valid for reading `len` bytes, and the `len` bytes at `destination`
+    /// must lie in the file-mapping window with no reference to them alive.
+    pub(super) unsafe fn copy_bytes(destination: usize, source: *const u8, len: usize) -> usize {
+        // SAFETY: the routine follows the C ABI (DF is clear on entry, as the ABI requires)
+        // and only copies `len` bytes from `source` to `destination`, which the caller vouches
+        // for; a fault is recovered through the exception table.
+        unsafe { x86_64_copy_bytes(destination, source, len) }
     }
 }
