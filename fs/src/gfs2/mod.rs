@@ -62,7 +62,7 @@ pub use glock::{GlockManager, GlockName, LockState};
 pub use inode::{FileType, Inode, Stat};
 pub use metapath::Extent;
 pub use ondisk::{Dinode, Inum, MetaType, RgrpHeader, RindexEntry, Timestamp};
-pub use read::{CachedInode, Mount, MountError, ReadPolicy, UnmapHook};
+pub use read::{CachedInode, FAULT_IN_PAGES, Mount, MountError, ReadPolicy, ReadStats, UnmapHook};
 pub use rgrp::BitmapCounts;
 pub use superblock::{Geometry, Superblock};
 

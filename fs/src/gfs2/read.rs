@@ -1,17 +1,24 @@
 //! gfs2's read path: the page cache first without any lock, the inode glock only on a miss.
 //!
 //! A [`Mount`] is a gfs2 [`Filesystem`] joined to a [`PageCache`] and to the node's glocks.
-//! [`Mount::read`] is Linux's `gfs2_file_read_iter` as merged in 5.8:
+//! [`Mount::read`] (and [`Mount::read_into`], for a buffer that may fault) is Linux's
+//! `gfs2_file_read_iter` as merged in 5.8 and fixed in 5.16:
 //!
 //! 1. the generic read with [`ReadFlags::CACHED`] and no glock: if every page it needs is
-//!    cached (and so is the size), it is done: no lock, no I/O;
-//! 2. on [`ReadError::NotCached`] or a read that stopped at a missing page, take the inode
-//!    glock in SH (the first grant after a demote runs `go_lock`, which re-reads the dinode:
-//!    size and pointers);
-//! 3. continue the generic read without the flag from where step 1 stopped (from the start
-//!    if an invalidation came in between, so a read never joins data of before and after a
-//!    remote write); missing pages are read in by readahead through the metadata tree;
-//! 4. release the glock (it stays in SH in the cluster until another node asks for it).
+//!    cached (and so is the size) and the buffer takes every byte, it is done: no lock, no
+//!    I/O;
+//! 2. on [`ReadError::NotCached`], a read that stopped at a missing page, or one whose copy
+//!    stopped at a buffer fault, take the inode glock in SH (the first grant after a demote
+//!    runs `go_lock`, which re-reads the dinode: size and pointers);
+//! 3. continue the generic read without the flag from where the last step stopped (from the
+//!    start if an invalidation came in between, so a read never joins data of before and
+//!    after a remote write); missing pages are read in by readahead through the metadata
+//!    tree;
+//! 4. if the copy stopped at a buffer fault, release the glock (a demote another node asked
+//!    for runs now), fault the buffer in ([`ReadBuffer::fault_in`], up to
+//!    [`FAULT_IN_PAGES`] pages, which may take this very glock in its own holder) and go
+//!    back to step 2; else release the glock (it stays in SH in the cluster until another
+//!    node asks for it).
 //!
 //! The glock's [`GlockOps`] are the mount's: `go_lock` re-reads the dinode, checks its tree
 //! and sets the mapping's size; `go_inval` drops the inode's pages and marks the size stale.
@@ -20,15 +27,21 @@
 //! | path | glock | page-cache locks | block I/O |
 //! | --- | --- | --- | --- |
 //! | read, all pages cached | none | cache spinlock, page read locks | none |
-//! | read, a page missing | inode glock SH, once per call | as above, plus fills | readahead of the missing run |
+//! | read, a page missing | inode glock SH, once per round | as above, plus fills | readahead of the missing run |
+//! | read, the copy stops at a buffer fault | none while [`ReadBuffer::fault_in`] runs; SH again after | none of the read's | what the buffer's faults read |
 //! | [`Mount::fault`] with `FAULT_CACHED` | none | cache spinlock | none; `Retry` on a miss |
 //! | [`Mount::fault`] without flags | inode glock SH, for the call | as above, plus a fill | the page |
 //! | demote (another node wants EX) | waits for holders, then drops to UN | cache spinlock (`invalidate`) | none |
 //! | first read after a demote | inode glock SH: `go_lock` | as a miss | dinode, its indirect blocks, data |
 //!
 //! Linux 5.16 fixed deadlocks in which a read holding the glock faulted on a user buffer
-//! mapped from the same file while another node waited for EX. Here the buffer is a kernel
-//! slice that cannot fault into this filesystem, so no fault is ever taken under the glock.
+//! mapped from the same file while another node waited for EX: the fault's own glock
+//! request queued behind the pending demote, which waited for the read's holder. Here too the
+//! copy under the glock may only take faults that need no lock and no I/O
+//! ([`ReadBuffer::copy_at`] stops short otherwise), and every fault that may lock runs in
+//! [`ReadBuffer::fault_in`] with no holder of this read granted, so the demote runs first
+//! and the fault waits for the other node like any new holder. [`Mount::read_stats`] counts
+//! the rounds that had to fault the buffer in and the reads that restarted.
 //!
 //! # Limitations
 //!
@@ -38,6 +51,12 @@
 //! - Inodes are never forgotten: the mount keeps every inode it opened, with its mapping.
 //! - A [`PageCache`] shared by several mounts has no fair share: one mount may evict all
 //!   pages of another.
+//! - A read whose buffer faults is not bounded: if another node takes EX between every
+//!   fault-in and the retry, the read starts over each time (Linux, too, assumes that
+//!   progress is made). It ends only when a round copies to the end or the buffer cannot be
+//!   faulted in any more.
+//! - A read that faults its buffer in may return bytes of a later version of the file than
+//!   the one it began on (never a mix): the version under its last glock holder.
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -52,9 +71,9 @@ use super::glock::{
 use super::{Error, FileType, Filesystem, Inode};
 use crate::pagecache::{
     AddressSpaceOps, FaultError, FaultFlags, Mapping, PAGE_SIZE, PageBuf, PageCache, PageMemory,
-    PageRef, ReadError, ReadFlags, ReadOutcome,
+    PageRef, ReadBuffer, ReadEnd, ReadError, ReadFlags, ReadOutcome,
 };
-use crate::sync::{AtomicBool, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 
 /// Why a read through a [`Mount`] failed; `E` is the block device's error.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +91,12 @@ pub enum MountError<E> {
     /// Pages of inode `0` were to be read without its glock (a bug, not bad input).
     #[error("inode {0} was read without its glock")]
     NotLocked(u64),
+    /// The read's buffer faulted at byte `at` and could not be faulted in: nothing was read.
+    #[error("the read's buffer is not writable at byte {at}")]
+    BufferFault {
+        /// The first byte of the buffer that is not writable.
+        at: usize,
+    },
 }
 
 impl<E> From<ReadError<MountError<E>>> for MountError<E> {
@@ -127,6 +152,31 @@ pub enum ReadPolicy {
     AlwaysLock,
 }
 
+/// Pages of a read's buffer faulted in at most per round, when a copy under the glock
+/// stopped at a buffer fault (Linux caps its window alike: `should_fault_in_pages`).
+pub const FAULT_IN_PAGES: usize = 16;
+
+/// What the reads of a [`Mount`] did, counted since it was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ReadStats {
+    /// Rounds in which a read dropped the glock to fault its buffer in.
+    pub fault_in_rounds: u64,
+    /// Reads that threw away bytes they had copied and began again, because an invalidation
+    /// came in before they went on under the glock.
+    pub restarts: u64,
+}
+
+#[derive(Debug, Default)]
+struct ReadCounters {
+    fault_in_rounds: AtomicU64,
+    restarts: AtomicU64,
+}
+
+fn count(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
 /// Called by `go_inval` with an inode number before the inode's pages leave the cache: the
 /// kernel unmaps them from every address space there.
 pub type UnmapHook = Box<dyn Fn(u64) + Send + Sync>;
@@ -141,6 +191,7 @@ pub struct Mount<D: BlockDevice, L: LockModule, M: PageMemory = PageBuf> {
     inodes: Mutex<BTreeMap<u64, Arc<CachedInode>>>,
     always_lock: AtomicBool,
     unmap_hook: Mutex<Option<UnmapHook>>,
+    read_counters: ReadCounters,
 }
 
 impl<D, L, M> Mount<D, L, M>
@@ -163,6 +214,7 @@ where
             inodes: Mutex::new(BTreeMap::new()),
             always_lock: AtomicBool::new(false),
             unmap_hook: Mutex::new(None),
+            read_counters: ReadCounters::default(),
         });
         let handler: Weak<dyn DemoteHandler> = Arc::downgrade(&mount) as Weak<dyn DemoteHandler>;
         mount.glocks.lock_module().attach(handler);
@@ -243,11 +295,30 @@ impl<D: BlockDevice, L: LockModule, M: PageMemory> Mount<D, L, M> {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, MountError<D::Error>> {
+        self.read_into(inode, offset, buf)
+    }
+
+    /// Reads bytes of `inode` from byte `offset` into `buf`, a buffer that may fault (see
+    /// [`ReadBuffer`]); returns how many (0 at or past the end). Takes the inode glock only
+    /// if some page is not cached, and never faults the buffer in while it holds it.
+    ///
+    /// A copy that stops at a buffer fault under the glock drops the holder (a demote another
+    /// node asked for runs then), faults in up to [`FAULT_IN_PAGES`] pages of the buffer with
+    /// no glock held, and reads on under a new holder; from the start if an invalidation
+    /// came in between. If the buffer cannot be faulted in at all, the read returns what it
+    /// copied, or [`MountError::BufferFault`] if nothing.
+    pub fn read_into<B: ReadBuffer + ?Sized>(
+        &self,
+        inode: &CachedInode,
+        offset: u64,
+        buf: &mut B,
+    ) -> Result<usize, MountError<D::Error>> {
         let pages = InodePages {
             filesystem: &self.filesystem,
             inode,
         };
-        let sequence = inode.mapping.sequence();
+        // The sequence count under which the bytes in `buf[..done]` were read.
+        let mut sequence = inode.mapping.sequence();
         let mut done = 0;
 
         if !self.always_lock.load(Ordering::Relaxed) {
@@ -257,29 +328,71 @@ impl<D: BlockDevice, L: LockModule, M: PageMemory> Mount<D, L, M> {
             match cached {
                 Ok(ReadOutcome {
                     bytes,
-                    stopped_at_miss: false,
+                    end: ReadEnd::Complete,
                 }) => return Ok(bytes),
+                // A buffer fault goes on under the glock as a miss does: the copy there stops
+                // at the same byte, and the fault-in follows with the glock dropped.
                 Ok(ReadOutcome { bytes, .. }) => done = bytes,
                 Err(ReadError::NotCached) => {}
                 Err(error) => return Err(error.into()),
             }
         }
 
-        let _holder = self
-            .glocks
-            .acquire(GlockName::inode(inode.addr), LockState::Shared, self)?;
-        if inode.mapping.sequence() != sequence {
-            // The pages copied without the glock may be older than the size now valid.
-            done = 0;
+        loop {
+            let holder =
+                self.glocks
+                    .acquire(GlockName::inode(inode.addr), LockState::Shared, self)?;
+            // No invalidation runs while the holder is granted: the count is stable here.
+            let now = inode.mapping.sequence();
+            if now != sequence {
+                // The bytes copied so far may be older than the size and pages now valid.
+                if done > 0 {
+                    count(&self.read_counters.restarts, 1);
+                }
+                done = 0;
+                sequence = now;
+            }
+            let outcome = self.page_cache.read(
+                &inode.mapping,
+                &pages,
+                offset + done as u64,
+                &mut BufferTail { buf, from: done },
+                ReadFlags::NONE,
+            )?;
+            done += outcome.bytes;
+            if outcome.end != ReadEnd::BufferFault {
+                return Ok(done);
+            }
+
+            drop(holder);
+            count(&self.read_counters.fault_in_rounds, 1);
+            let window = (buf.len() - done).min(FAULT_IN_PAGES * PAGE_SIZE);
+            let writable = buf.fault_in(done..done + window);
+            #[cfg(feature = "defmt")]
+            defmt::trace!(
+                "gfs2: read of inode {} faulted its buffer in at byte {}: {} of {} bytes writable",
+                inode.addr,
+                done,
+                writable,
+                window
+            );
+            if writable == 0 {
+                return if done > 0 {
+                    Ok(done)
+                } else {
+                    Err(MountError::BufferFault { at: done })
+                };
+            }
         }
-        let outcome = self.page_cache.read(
-            &inode.mapping,
-            &pages,
-            offset + done as u64,
-            &mut buf[done..],
-            ReadFlags::NONE,
-        )?;
-        Ok(done + outcome.bytes)
+    }
+
+    /// What the reads of this mount did, counted since it was made.
+    pub fn read_stats(&self) -> ReadStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ReadStats {
+            fault_in_rounds: load(&self.read_counters.fault_in_rounds),
+            restarts: load(&self.read_counters.restarts),
+        }
     }
 
     /// Pins page `index` of `inode` for a page fault: gfs2's fault operation.
@@ -387,6 +500,28 @@ impl<D: BlockDevice, L: LockModule, M: PageMemory> core::fmt::Debug for Mount<D,
             .field("page_cache", &self.page_cache)
             .field("glocks", &self.glocks)
             .finish_non_exhaustive()
+    }
+}
+
+/// The part of a read's buffer from byte `from` on, for a read that goes on where an
+/// earlier one stopped.
+struct BufferTail<'a, B: ReadBuffer + ?Sized> {
+    buf: &'a mut B,
+    from: usize,
+}
+
+impl<B: ReadBuffer + ?Sized> ReadBuffer for BufferTail<'_, B> {
+    fn len(&self) -> usize {
+        self.buf.len() - self.from
+    }
+
+    fn copy_at(&mut self, at: usize, bytes: &[u8]) -> usize {
+        self.buf.copy_at(self.from + at, bytes)
+    }
+
+    fn fault_in(&mut self, range: core::ops::Range<usize>) -> usize {
+        self.buf
+            .fault_in(self.from + range.start..self.from + range.end)
     }
 }
 

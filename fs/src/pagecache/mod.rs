@@ -18,6 +18,13 @@
 //! [`PageCache::fault`] is the page-fault counterpart: it pins one page, and with
 //! [`FaultFlags::FAULT_CACHED`] it returns [`FaultError::Retry`] instead of reading.
 //!
+//! The buffer of a read is a [`ReadBuffer`]: a byte slice, or memory that may fault (a
+//! kernel's mapping of a file, maybe of the one being read). The read copies into it with a
+//! page pinned and maybe a filesystem lock held, so a copy only takes faults that need no
+//! lock and no I/O; when it stops short the read ends with [`ReadEnd::BufferFault`] and the
+//! bytes copied so far, and the caller faults the buffer in ([`ReadBuffer::fault_in`]) with
+//! its locks released before it reads on (Linux 5.16's `fault_in_iov_iter_writeable`).
+//!
 //! # The invariant, and why a read may skip the cluster lock
 //!
 //! > While a page of a mapping is in the cache, that page and the mapping's size are valid.
@@ -42,6 +49,7 @@
 //! | `read` with `CACHED`, every page cached | cache spinlock per lookup; page read lock per copy | none |
 //! | `read` with `CACHED`, a page missing or locked | as above, up to the miss | none; `NotCached` or a short read |
 //! | `read` without flags, a miss | cache spinlock to insert `Locked` pages; their write locks during the fill | `readahead`/`read_page` of the filesystem |
+//! | `read`, the copy stops at a buffer fault | as above, up to the fault; the page's pin and read lock are dropped | none; a short read, `BufferFault` |
 //! | `fault` with `FAULT_CACHED`, page missing | cache spinlock | none; `Retry` |
 //! | `invalidate` | cache spinlock | none |
 //!
@@ -74,7 +82,8 @@
 mod read;
 
 pub use read::{
-    AddressSpaceOps, FaultError, FaultFlags, PageRef, PinnedPage, ReadError, ReadFlags, ReadOutcome,
+    AddressSpaceOps, FaultError, FaultFlags, PageRef, PinnedPage, ReadBuffer, ReadEnd, ReadError,
+    ReadFlags, ReadOutcome,
 };
 
 use alloc::boxed::Box;

@@ -72,15 +72,102 @@ impl FaultFlags {
     }
 }
 
+/// Where a read copies its bytes: a byte slice, or memory that may fault (a kernel's file
+/// mapping).
+///
+/// [`PageCache::read`] calls [`ReadBuffer::copy_at`] with a page pinned and its frame
+/// read-locked, and the caller may hold a cluster lock (a gfs2 glock): a copy may only be
+/// served by faults that take no lock and do no I/O (a cached page mapped, a private copy of
+/// one made). What it cannot serve stops the copy short; the caller then releases its locks
+/// and calls [`ReadBuffer::fault_in`], which may do everything a fault does, and retries
+/// (Linux 5.16: copies with page faults disabled, then `fault_in_iov_iter_writeable`).
+pub trait ReadBuffer {
+    /// Its length in bytes.
+    fn len(&self) -> usize;
+
+    /// Whether it holds no byte.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies `bytes` to byte `at`; returns how many it copied: fewer than `bytes.len()`
+    /// only when its memory faulted at byte `at + copied` with a fault that could not be
+    /// served without I/O or locks.
+    fn copy_at(&mut self, at: usize, bytes: &[u8]) -> usize;
+
+    /// Makes bytes `range` writable, doing what `copy_at` could not (in a kernel: page
+    /// faults that may take the inode glock and read pages in). Called with no lock held.
+    /// Returns how many bytes from `range.start` are writable now (0: the buffer is bad at
+    /// `range.start`).
+    fn fault_in(&mut self, range: core::ops::Range<usize>) -> usize;
+}
+
+impl ReadBuffer for [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn copy_at(&mut self, at: usize, bytes: &[u8]) -> usize {
+        self[at..at + bytes.len()].copy_from_slice(bytes);
+        bytes.len()
+    }
+
+    /// Memory of the caller never faults: all of `range` is writable.
+    fn fault_in(&mut self, range: core::ops::Range<usize>) -> usize {
+        range.len()
+    }
+}
+
+impl<const N: usize> ReadBuffer for [u8; N] {
+    fn len(&self) -> usize {
+        N
+    }
+
+    fn copy_at(&mut self, at: usize, bytes: &[u8]) -> usize {
+        self.as_mut_slice().copy_at(at, bytes)
+    }
+
+    fn fault_in(&mut self, range: core::ops::Range<usize>) -> usize {
+        range.len()
+    }
+}
+
+impl ReadBuffer for Vec<u8> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+
+    fn copy_at(&mut self, at: usize, bytes: &[u8]) -> usize {
+        self.as_mut_slice().copy_at(at, bytes)
+    }
+
+    fn fault_in(&mut self, range: core::ops::Range<usize>) -> usize {
+        range.len()
+    }
+}
+
+/// Why a read that did not fail ended where it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ReadEnd {
+    /// It reached the end of the buffer or of the file.
+    Complete,
+    /// It stopped at a page that was not cached ([`ReadFlags::CACHED`] only).
+    Miss,
+    /// The buffer faulted: [`ReadBuffer::copy_at`] copied less than it was given, and the
+    /// caller should [`ReadBuffer::fault_in`] the buffer from the outcome's `bytes` on, with
+    /// no lock held, and read on.
+    BufferFault,
+}
+
 /// How a read ended when it did not fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ReadOutcome {
     /// Bytes copied into the buffer, from its start.
     pub bytes: usize,
-    /// The read stopped at a page that was not cached ([`ReadFlags::CACHED`] only), before
-    /// the end of the buffer and of the file.
-    pub stopped_at_miss: bool,
+    /// Why it stopped there.
+    pub end: ReadEnd,
 }
 
 /// Why a read failed.
@@ -206,12 +293,15 @@ impl<M: PageMemory> PageCache<M> {
     /// says so, or, when nothing was copied, the read fails with [`ReadError::NotCached`];
     /// `ops` is never called, and a read that overlapped an invalidation also fails with
     /// `NotCached`.
-    pub fn read<O: AddressSpaceOps>(
+    ///
+    /// A copy into `buf` that stops short ends the read with [`ReadEnd::BufferFault`] and the
+    /// bytes copied so far, under either flag (with nothing copied too: that is no miss).
+    pub fn read<O: AddressSpaceOps, B: ReadBuffer + ?Sized>(
         &self,
         mapping: &Mapping,
         ops: &O,
         offset: u64,
-        buf: &mut [u8],
+        buf: &mut B,
         flags: ReadFlags,
     ) -> Result<ReadOutcome, ReadError<O::Error>> {
         let cached_only = flags.contains(ReadFlags::CACHED);
@@ -231,7 +321,7 @@ impl<M: PageMemory> PageCache<M> {
         let len = size.saturating_sub(offset).min(buf.len() as u64) as usize;
         let last_page = (offset + len as u64).div_ceil(PAGE_SIZE as u64);
         let mut done = 0;
-        let mut stopped_at_miss = false;
+        let mut end = ReadEnd::Complete;
         while done < len {
             let position = offset + done as u64;
             let index = position / PAGE_SIZE as u64;
@@ -245,28 +335,30 @@ impl<M: PageMemory> PageCache<M> {
             let slot = match self.lookup(key, !cached_only) {
                 Lookup::Hit(slot) => slot,
                 Lookup::Miss if cached_only => {
-                    stopped_at_miss = true;
+                    end = ReadEnd::Miss;
                     break;
                 }
                 Lookup::Miss => self.fill(mapping, ops, index, last_page, size)?,
             };
-            {
+            let copied = {
                 let frame = self.frames[slot].read();
-                buf[done..done + bytes].copy_from_slice(&frame.bytes()[within..within + bytes]);
-            }
+                buf.copy_at(done, &frame.bytes()[within..within + bytes])
+            };
             self.state.lock().unpin(slot);
-            done += bytes;
+            done += copied.min(bytes);
+            if copied < bytes {
+                end = ReadEnd::BufferFault;
+                break;
+            }
         }
 
         // A cached-only read that overlapped an invalidation may hold pages of before it
         // and after it (or a size of before): its caller must repeat it under the lock.
-        if cached_only && (mapping.sequence() != sequence || done == 0 && len > 0) {
+        let missed_first = done == 0 && end == ReadEnd::Miss;
+        if cached_only && (mapping.sequence() != sequence || missed_first) {
             return Err(ReadError::NotCached);
         }
-        Ok(ReadOutcome {
-            bytes: done,
-            stopped_at_miss,
-        })
+        Ok(ReadOutcome { bytes: done, end })
     }
 
     /// Pins page `index` of `mapping` for a page fault.

@@ -121,7 +121,7 @@ fn a_miss_reads_a_run_in_one_request_and_then_hits() {
     let (outcome, bytes) =
         read_all(&cache, &mapping, &file, 100, PAGE_SIZE, ReadFlags::NONE).unwrap();
     assert_eq!(bytes, file.data[100..100 + PAGE_SIZE]);
-    assert!(!outcome.stopped_at_miss);
+    assert_eq!(outcome.end, ReadEnd::Complete);
     // The window (32 pages) is cut at the end of the file: 11 pages, one request.
     assert_eq!(file.requests(), 1);
     assert_eq!(cache.stats().pages_read, 11);
@@ -154,7 +154,7 @@ fn a_cached_only_read_stops_at_the_first_missing_page() {
     .unwrap();
 
     assert_eq!(outcome.bytes, PAGE_SIZE - 10);
-    assert!(outcome.stopped_at_miss);
+    assert_eq!(outcome.end, ReadEnd::Miss);
     assert_eq!(bytes, file.data[10..PAGE_SIZE]);
     assert_eq!(file.requests(), 1);
 }
@@ -167,7 +167,7 @@ fn reads_stop_at_the_size_and_need_a_valid_one() {
 
     let (outcome, bytes) = read_all(&cache, &mapping, &file, 4000, 500, ReadFlags::NONE).unwrap();
     assert_eq!(bytes, file.data[4000..]);
-    assert!(!outcome.stopped_at_miss);
+    assert_eq!(outcome.end, ReadEnd::Complete);
     let (outcome, _) = read_all(&cache, &mapping, &file, 9000, 10, ReadFlags::CACHED).unwrap();
     assert_eq!(outcome.bytes, 0);
 
@@ -358,4 +358,157 @@ fn a_kept_pin_outlives_its_borrow_and_an_invalidation() {
     )
     .unwrap();
     assert_eq!(bytes, file.data[PAGE_SIZE..PAGE_SIZE + 10]);
+}
+
+/// A buffer whose pages are writable or not, as a kernel's mapping may be: a copy stops at
+/// the first byte of a page that is not, and a fault-in makes pages writable.
+struct FaultingBuffer {
+    bytes: Vec<u8>,
+    writable: Vec<bool>,
+}
+
+impl FaultingBuffer {
+    fn new(pages: usize, writable: &[usize]) -> Self {
+        Self {
+            bytes: std::vec![0xee; pages * PAGE_SIZE],
+            writable: (0..pages).map(|page| writable.contains(&page)).collect(),
+        }
+    }
+}
+
+impl ReadBuffer for FaultingBuffer {
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn copy_at(&mut self, at: usize, bytes: &[u8]) -> usize {
+        let writable = (at..at + bytes.len())
+            .take_while(|&byte| self.writable[byte / PAGE_SIZE])
+            .count();
+        self.bytes[at..at + writable].copy_from_slice(&bytes[..writable]);
+        writable
+    }
+
+    fn fault_in(&mut self, range: core::ops::Range<usize>) -> usize {
+        let pages = range.start / PAGE_SIZE..range.end.div_ceil(PAGE_SIZE);
+        self.writable[pages].fill(true);
+        range.len()
+    }
+}
+
+fn pins(cache: &PageCache) -> u32 {
+    cache.state.lock().slots.iter().map(|slot| slot.pins).sum()
+}
+
+#[test]
+fn a_copy_that_faults_stops_the_read_there_and_drops_the_pin() {
+    let cache = PageCache::new(16);
+    let file = TestFile::new(4 * PAGE_SIZE);
+    let mapping = file.mapping();
+    let mut buf = FaultingBuffer::new(3, &[0]);
+
+    let outcome = cache
+        .read(&mapping, &file, 100, &mut buf, ReadFlags::NONE)
+        .unwrap();
+
+    // Buffer page 0 takes file bytes 100..4196; the copy of the rest of file page 1 stops
+    // at buffer page 1.
+    assert_eq!(
+        outcome,
+        ReadOutcome {
+            bytes: PAGE_SIZE,
+            end: ReadEnd::BufferFault
+        }
+    );
+    assert_eq!(buf.bytes[..PAGE_SIZE], file.data[100..100 + PAGE_SIZE]);
+    assert!(buf.bytes[PAGE_SIZE..].iter().all(|&byte| byte == 0xee));
+    assert_eq!(pins(&cache), 0);
+
+    // Faulted in, the read goes on from there.
+    assert_eq!(buf.fault_in(PAGE_SIZE..3 * PAGE_SIZE), 2 * PAGE_SIZE);
+    let rest = cache
+        .read(
+            &mapping,
+            &file,
+            100 + PAGE_SIZE as u64,
+            &mut buf.bytes[PAGE_SIZE..],
+            ReadFlags::NONE,
+        )
+        .unwrap();
+    assert_eq!(rest.bytes, 2 * PAGE_SIZE);
+    assert_eq!(buf.bytes, file.data[100..100 + 3 * PAGE_SIZE]);
+}
+
+#[test]
+fn a_cached_only_read_tells_a_buffer_fault_from_a_miss() {
+    let cache = PageCache::new(16);
+    let file = TestFile::new(4 * PAGE_SIZE);
+    let mapping = file.mapping();
+    read_all(&cache, &mapping, &file, 0, 4 * PAGE_SIZE, ReadFlags::NONE).unwrap();
+
+    // Nothing copied: a buffer fault, not `NotCached`, though the pages are there.
+    let mut unwritable = FaultingBuffer::new(2, &[]);
+    let outcome = cache
+        .read(&mapping, &file, 0, &mut unwritable, ReadFlags::CACHED)
+        .unwrap();
+    assert_eq!(
+        outcome,
+        ReadOutcome {
+            bytes: 0,
+            end: ReadEnd::BufferFault
+        }
+    );
+
+    // Some copied: the bytes up to the fault count, and no more.
+    let mut half = FaultingBuffer::new(2, &[0]);
+    let outcome = cache
+        .read(&mapping, &file, 10, &mut half, ReadFlags::CACHED)
+        .unwrap();
+    assert_eq!(
+        outcome,
+        ReadOutcome {
+            bytes: PAGE_SIZE,
+            end: ReadEnd::BufferFault
+        }
+    );
+    assert_eq!(half.bytes[..PAGE_SIZE], file.data[10..10 + PAGE_SIZE]);
+    assert_eq!(pins(&cache), 0);
+    assert_eq!(file.requests(), 1, "a cached-only read did I/O");
+
+    // An invalidation during the read still discards it.
+    cache.invalidate(&mapping);
+    let mut whole = FaultingBuffer::new(2, &[0, 1]);
+    let stale = cache.read(&mapping, &file, 0, &mut whole, ReadFlags::CACHED);
+    assert_eq!(stale.unwrap_err(), ReadError::NotCached);
+}
+
+#[test]
+fn a_buffer_fault_mid_page_counts_only_the_bytes_copied() {
+    let cache = PageCache::new(16);
+    let file = TestFile::new(2 * PAGE_SIZE);
+    let mapping = file.mapping();
+    let mut buf = FaultingBuffer::new(2, &[0]);
+
+    // File bytes 2000.. land at buffer byte 0: buffer page 1 starts within file page 0.
+    let outcome = cache
+        .read(&mapping, &file, 2000, &mut buf, ReadFlags::NONE)
+        .unwrap();
+
+    assert_eq!(outcome.bytes, PAGE_SIZE);
+    assert_eq!(outcome.end, ReadEnd::BufferFault);
+    assert_eq!(buf.bytes[..PAGE_SIZE], file.data[2000..2000 + PAGE_SIZE]);
+    assert_eq!(buf.bytes[PAGE_SIZE], 0xee);
+    assert_eq!(pins(&cache), 0);
+}
+
+#[test]
+fn byte_buffers_never_fault() {
+    let mut slice = [0u8; 10];
+    assert_eq!(ReadBuffer::fault_in(&mut slice[..], 3..8), 5);
+    assert_eq!(ReadBuffer::copy_at(&mut slice[..], 2, &[1, 2, 3]), 3);
+    assert_eq!(slice[..6], [0, 0, 1, 2, 3, 0]);
+    let mut vec = std::vec![0u8; 4];
+    assert_eq!(vec.copy_at(1, &[9]), 1);
+    assert_eq!(vec, [0, 9, 0, 0]);
+    assert!(!ReadBuffer::is_empty(&vec));
 }
