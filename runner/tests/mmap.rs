@@ -13,14 +13,18 @@
 //!   page, and the same mapping faults again and shows what node 2 wrote;
 //! - while a read holds the inode glock and node 2's EX is pending, a fault under
 //!   cached-only faults fails at once without the glock; after the glock is dropped,
-//!   `fault_in` maps the page (the mechanism of Linux 5.16's mmap deadlock fix).
+//!   `fault_in` maps the page (the mechanism of Linux 5.16's mmap deadlock fix);
+//! - a gfs2 read of page 1 of a file into a private mapping of page 0 of the same file, while
+//!   node 2 asks for EX, finishes (Linux 5.16's mmap + page fault deadlock): the copy under
+//!   the glock stops at once without taking it, node 2 gets EX and writes, the read faults its
+//!   buffer in and reads again, and the mapping holds what node 2 wrote.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{check, fixture_image, manifest};
+use common::{check, fixture_image, manifest, sha256_hex};
 use runner::{Arch, DiskBus, DiskImage, LogLevel, Outcome, RunConfig, RunReport};
 
 /// The kernel maps files up to this size (`mmap::selftest::MAX_FILE_SIZE`).
@@ -227,6 +231,43 @@ fn check_mmap_selftest(report: &RunReport) {
             && under_glock
                 .contains("fault_in then mapped the page with 1 retries, 1 glocks (ok true), file data true"),
         "a cached-only fault under the glock should fail without the glock, and map after it",
+    );
+
+    // A read into a mapping of the same file while node 2 asks for EX finishes, with the data
+    // node 2 wrote (its text for the file's block 1, which is page 1: the fixture has 4 KiB
+    // blocks).
+    let read_into = report
+        .messages()
+        .find(|message| message.starts_with("mmap read into a mapping of /"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no read into a mapping of the same file\n{}",
+                report.transcript()
+            )
+        });
+    let node_2_page: Vec<u8> = b"node 2 wrote block 1 during a read\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(PAGE_SIZE as usize)
+        .collect();
+    let in_mapping = between(read_into, "the mapping holds sha256 ", ",");
+    let on_disk = between(read_into, "page 1 on disk ", ",");
+    let rounds = between(read_into, "4096 bytes after ", " fault-in rounds")
+        .and_then(|rounds| rounds.parse::<u64>().ok());
+    check(
+        report,
+        read_into.contains(
+            "node 2 asked while node 1 held the glock in Shared; the copy under the glock stopped after 0 bytes with 0 retries, 0 glocks; node 2 granted EX true (wrote true); the read returned 4096 bytes after ",
+        ) && rounds.is_some_and(|rounds| rounds >= 1),
+        "the read into a mapping of the same file should stop under the glock, let node 2 in and fault its buffer in",
+    );
+    check(
+        report,
+        in_mapping == Some(sha256_hex(&node_2_page).as_str())
+            && on_disk == in_mapping
+            && read_into.ends_with("node 2's data true; page 0 of the file unchanged true"),
+        "the mapping should hold node 2's page 1 and the file's page 0 stay as it was",
     );
 
     let summary = format!(

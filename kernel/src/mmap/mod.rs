@@ -20,6 +20,19 @@
 //! drops them, so the first access after a demote faults, takes the glock and sees the data
 //! as the other node left it.
 //!
+//! # Reading into a mapping: Linux 5.16's mmap + page fault deadlock
+//!
+//! A [`MappingBuffer`] is part of a private mapping as the destination of a gfs2 read
+//! ([`fs::gfs2::Mount::read_into`]). The read may hold the inode glock while it copies, and
+//! the destination may be a mapping of the *same* file: a fault there whose second step
+//! asked for the glock again would queue behind a demote another node is waiting for, and
+//! the demote waits for the read's holder (the deadlock Linux fixed in 5.16: "gfs2: Fix
+//! mmap + page fault deadlocks"). So [`MappingBuffer`] copies under [`vm::cached_only_faults`]:
+//! a fault maps a cached page (or its private copy) with no lock, and a page that is not
+//! cached stops the copy. The read then drops its glock (the demote runs, the other node
+//! gets EX), calls [`MappingBuffer`]'s `fault_in` ([`vm::fault_in_writable`], whose faults
+//! take the glock like any new holder) and reads on.
+//!
 //! `mmap-selftest` on the command line runs [`selftest::run`], which the runner's
 //! `tests/mmap.rs` checks on both architectures.
 //!
@@ -27,12 +40,8 @@
 //!
 //! - A mapping is named for [`vm::unmap_file_pages`] by its inode number (its dinode
 //!   address): one volume is mounted per boot, so the number is unique.
-//! - Mappings are read-only ([`crate::vm`]): a read whose destination is a mapping of the same
-//!   file cannot be made, so the deadlock Linux 5.16 fixed ("gfs2: Fix mmap + page fault
-//!   deadlocks") cannot arise yet, and the read path does not yet copy under
-//!   [`vm::cached_only_faults`]. TODO: writable (private) file mappings, a copy to a
-//!   destination that may fault with fault recovery (as `probe_read` has), and the read loop
-//!   that drops the glock, runs [`vm::fault_in`] and retries.
+//! - No shared writable mappings: the filesystem is read-only, so a write through a mapping
+//!   only changes the mapping's private copy.
 
 pub mod selftest;
 
@@ -41,8 +50,10 @@ use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
+use core::ops::Range;
+
 use fs::gfs2::CachedInode;
-use fs::pagecache::{self, PinnedPage};
+use fs::pagecache::{self, PinnedPage, ReadBuffer};
 use spin::Mutex;
 
 use crate::fscache::KernelMount;
@@ -154,5 +165,42 @@ impl FaultHandler for GfsFileFaults {
                 self.inode.addr()
             ),
         }
+    }
+}
+
+/// Bytes `range` of a private [`FileMapping`] as the destination of a gfs2 read (see the
+/// module doc): copies with cached-only faults, faults pages in for writing.
+pub struct MappingBuffer<'a> {
+    mapping: &'a mut FileMapping,
+    range: Range<usize>,
+}
+
+impl<'a> MappingBuffer<'a> {
+    /// Bytes `range` of `mapping` (offsets in the mapping), or `None` if they do not lie in
+    /// it.
+    pub fn new(mapping: &'a mut FileMapping, range: Range<usize>) -> Option<Self> {
+        (range.start <= range.end && range.end <= mapping.len()).then_some(Self { mapping, range })
+    }
+}
+
+impl ReadBuffer for MappingBuffer<'_> {
+    fn len(&self) -> usize {
+        self.range.len()
+    }
+
+    fn copy_at(&mut self, at: usize, bytes: &[u8]) -> usize {
+        let room = self.range.len().saturating_sub(at);
+        let bytes = &bytes[..bytes.len().min(room)];
+        let _cached_only = vm::cached_only_faults();
+        vm::copy_to_mapping(self.mapping, self.range.start + at, bytes)
+    }
+
+    fn fault_in(&mut self, range: Range<usize>) -> usize {
+        let end = range.end.min(self.range.len());
+        if range.start >= end {
+            return 0;
+        }
+        let base = self.mapping.start() + self.range.start;
+        vm::fault_in_writable(base + range.start..base + end)
     }
 }

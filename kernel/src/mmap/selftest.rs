@@ -15,7 +15,10 @@
 //!   allocated pages, whose demote unmaps its pages, writes two pages, releases; the same
 //!   mapping then faults again and shows what node 2 wrote;
 //! - `mmap under the glock of PATH, node 2 waiting for EX: ...`: the kernel half of Linux
-//!   5.16's fix for mmap + page fault deadlocks (see [`cached_only_under_the_glock`]).
+//!   5.16's fix for mmap + page fault deadlocks (see [`cached_only_under_the_glock`]);
+//! - `mmap read into a mapping of PATH, node 2 asking for EX: ...`: the whole fix: a gfs2 read
+//!   whose destination is a private mapping of the same file, while node 2 asks for EX,
+//!   finishes with node 2's data (see [`read_into_a_mapping_of_the_same_file`]).
 
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -27,7 +30,9 @@ use fs::gfs2::ondisk::DIF_JDATA;
 use fs::gfs2::{FileType, GlockName, Inode, LockState};
 use sha2::{Digest, Sha256};
 
-use super::map_file;
+use fs::pagecache::ReadBuffer;
+
+use super::{MappingBuffer, map_file};
 use crate::arch::{self, Fault};
 use crate::fscache::{self, KernelMount};
 use crate::rootfs::{hex, lossy};
@@ -101,6 +106,9 @@ pub fn run(mount: &'static KernelMount) -> bool {
                 failures += 1;
             }
             if !cached_only_under_the_glock(&mount_arc, &file) {
+                failures += 1;
+            }
+            if !read_into_a_mapping_of_the_same_file(&mount_arc, &file) {
                 failures += 1;
             }
         }
@@ -316,7 +324,7 @@ fn coherence(mount: &Arc<KernelMount>, file: &AllocatedFile) -> bool {
     let mapped_after_demote = arch::translate_page(mapping.start()).is_some();
     let mut written = locked.is_ok();
     for (index, &block) in blocks.iter().enumerate() {
-        let content = node_2_block(index, block_size as usize);
+        let content = node_2_block("under EX", index, block_size as usize);
         written &= disk.write(block * block_size, &content).is_ok();
     }
     if locked.is_ok() {
@@ -453,10 +461,209 @@ fn cached_only_under_the_glock(mount: &Arc<KernelMount>, file: &AllocatedFile) -
         && data_right
 }
 
-/// What node 2 writes into the `index`th block it rewrites.
-fn node_2_block(index: usize, block_size: usize) -> Vec<u8> {
-    let line = alloc::format!("node 2 wrote block {index} under EX\n");
+/// What node 2 writes into the `index`th block it rewrites, in the test `when` names.
+fn node_2_block(when: &str, index: usize, block_size: usize) -> Vec<u8> {
+    let line = alloc::format!("node 2 wrote block {index} {when}\n");
     line.bytes().cycle().take(block_size).collect()
+}
+
+/// Linux 5.16's mmap + page fault deadlock, end to end: a gfs2 read of page 1 of a file into
+/// a private mapping of page 0 of the same file, while node 2 asks for EX.
+///
+/// The file is cold, so the read takes the inode glock in SH and reads page 1 in (with
+/// readahead, which goes forward: page 0 stays out of the cache). As the read starts
+/// copying, node 2's request for EX arrives: the demote is pending behind the read's holder.
+/// The copy's write fault on the mapping needs page 0; a fault that took the glock for it
+/// would wait for the demote, which waits for the read. Instead the copy (cached-only
+/// faults) stops at once, the read drops its glock (the demote runs), node 2 is granted EX
+/// and rewrites the file's first pages, and the read faults its buffer in (taking the glock
+/// in a holder of its own) and reads again: the mapping ends up with node 2's page 1, and
+/// the file's page 0 stays as node 2 wrote it (the mapping's copy is private).
+fn read_into_a_mapping_of_the_same_file(mount: &Arc<KernelMount>, file: &AllocatedFile) -> bool {
+    let filesystem = mount.filesystem();
+    let path = file.path.as_str();
+    let block_size = filesystem.block_size() as usize;
+    let (Some(node_2), Some(disk), Ok(inode)) =
+        (fscache::other_node(), fscache::disk(), mount.open(path))
+    else {
+        defmt::error!(
+            "mmap read into a mapping: {=str} or node 2 is missing",
+            path
+        );
+        return false;
+    };
+    let name = GlockName::inode(inode.addr());
+
+    // Cold: node 2 takes EX and gives it back, which drops node 1's pages of the file.
+    if node_2
+        .lock(name, LockState::Unlocked, LockState::Exclusive)
+        .is_err()
+    {
+        return false;
+    }
+    node_2.demote(name, LockState::Exclusive, LockState::Unlocked);
+    let Ok(mut mapping) = map_file(mount, &inode, 0, PAGE_SIZE, MapMode::Private) else {
+        defmt::error!(
+            "mmap read into a mapping: mapping page 0 of {=str} failed",
+            path
+        );
+        return false;
+    };
+
+    let before = Snapshot::take();
+    let reads_before = mount.read_stats();
+    let (result, interference) = {
+        let Some(buffer) = MappingBuffer::new(&mut mapping, 0..PAGE_SIZE) else {
+            vm::unmap(mapping);
+            return false;
+        };
+        let mut buffer = Node2AsksDuringTheRead {
+            buffer,
+            mount,
+            name,
+            write: &|| {
+                file.blocks.iter().enumerate().all(|(index, &block)| {
+                    let content = node_2_block("during a read", index, block_size);
+                    disk.write(block * block_size as u64, &content).is_ok()
+                })
+            },
+            seen: Interference::default(),
+        };
+        let result = mount.read_into(&inode, PAGE_SIZE as u64, &mut buffer);
+        (result, buffer.seen)
+    };
+    let cost = before.cost();
+    let reads = mount.read_stats();
+    let fault_in_rounds = reads.fault_in_rounds - reads_before.fault_in_rounds;
+
+    let in_mapping = hash_mapping(&mapping, PAGE_SIZE as u64);
+    vm::unmap(mapping);
+    let mut page_0 = alloc::vec![0; PAGE_SIZE];
+    let page_0_read = mount.read(&inode, 0, &mut page_0);
+    let mut on_disk = alloc::vec![0; 2 * PAGE_SIZE];
+    let on_disk_read = filesystem.read_at(&file.inode, 0, &mut on_disk);
+
+    let (Ok(in_mapping), Ok(_), Ok(_)) = (in_mapping, &page_0_read, on_disk_read) else {
+        defmt::error!(
+            "mmap read into a mapping of {=str}: a check read failed",
+            path
+        );
+        return false;
+    };
+    let page_1_on_disk: [u8; 32] = Sha256::digest(&on_disk[PAGE_SIZE..]).into();
+    let blocks_per_page = PAGE_SIZE / block_size;
+    let node_2_data = on_disk[PAGE_SIZE..PAGE_SIZE + block_size]
+        == node_2_block("during a read", blocks_per_page, block_size)[..];
+    let page_0_unchanged = page_0 == on_disk[..PAGE_SIZE];
+    let Some((copied_under_glock, copy_cost)) = interference.first_copy_under_glock else {
+        defmt::error!(
+            "mmap read into a mapping of {=str}: the read copied nothing under the glock",
+            path
+        );
+        return false;
+    };
+    let returned = match &result {
+        Ok(bytes) => *bytes as u64,
+        Err(error) => {
+            defmt::error!(
+                "mmap read into a mapping of {=str}: the read failed: {}",
+                path,
+                error
+            );
+            return false;
+        }
+    };
+
+    defmt::info!(
+        "mmap read into a mapping of {=str}, node 2 asking for EX: node 2 asked while node 1 held the glock in {}; the copy under the glock stopped after {=usize} bytes with {=u64} retries, {=u64} glocks; node 2 granted EX {=bool} (wrote {=bool}); the read returned {=u64} bytes after {=u64} fault-in rounds, {=u64} glocks in all; the mapping holds sha256 {=str}, page 1 on disk {=str}, node 2's data {=bool}; page 0 of the file unchanged {=bool}",
+        path,
+        interference.asked_in.unwrap_or(LockState::Unlocked),
+        copied_under_glock,
+        copy_cost.retries,
+        copy_cost.glocks,
+        interference.node_2_granted,
+        interference.node_2_wrote,
+        returned,
+        fault_in_rounds,
+        cost.glocks,
+        hex(&in_mapping).as_str(),
+        hex(&page_1_on_disk).as_str(),
+        node_2_data,
+        page_0_unchanged
+    );
+    interference.asked_in == Some(LockState::Shared)
+        && copied_under_glock == 0
+        && copy_cost.retries == 0
+        && copy_cost.glocks == 0
+        && interference.node_2_granted
+        && interference.node_2_wrote
+        && returned == PAGE_SIZE as u64
+        && fault_in_rounds >= 1
+        && in_mapping == page_1_on_disk
+        && node_2_data
+        && page_0_unchanged
+}
+
+/// What [`Node2AsksDuringTheRead`] saw and did.
+#[derive(Default)]
+struct Interference {
+    /// Node 1's glock state when node 2's request reached it.
+    asked_in: Option<LockState>,
+    /// The first copy with node 1's glock held: bytes copied and what the faults cost.
+    first_copy_under_glock: Option<(usize, PassCost)>,
+    node_2_granted: bool,
+    node_2_wrote: bool,
+}
+
+/// A read's destination that plays node 2 at the moments a second CPU would: its request for
+/// EX arrives as the read copies under the glock, and it takes EX, writes and releases as
+/// soon as the read let the glock go (when the read faults the buffer in).
+struct Node2AsksDuringTheRead<'a> {
+    buffer: MappingBuffer<'a>,
+    mount: &'a KernelMount,
+    name: GlockName,
+    /// Node 2's write of the file's first blocks; whether it worked.
+    write: &'a dyn Fn() -> bool,
+    seen: Interference,
+}
+
+impl ReadBuffer for Node2AsksDuringTheRead<'_> {
+    fn len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    fn copy_at(&mut self, at: usize, bytes: &[u8]) -> usize {
+        let state = self.mount.glocks().state(self.name);
+        if self.seen.asked_in.is_some() || state == LockState::Unlocked {
+            return self.buffer.copy_at(at, bytes);
+        }
+
+        // Node 2's request reaches node 1 (the cluster's demote callback): the read's holder
+        // is granted, so the demote waits for it, and no new holder is granted meanwhile.
+        self.mount.demote_requested(self.name, LockState::Unlocked);
+        self.seen.asked_in = Some(state);
+        let before = Snapshot::take();
+        let copied = self.buffer.copy_at(at, bytes);
+        self.seen.first_copy_under_glock = Some((copied, before.cost()));
+        copied
+    }
+
+    fn fault_in(&mut self, range: Range<usize>) -> usize {
+        if self.seen.asked_in.is_some()
+            && !self.seen.node_2_granted
+            && let Some(node_2) = fscache::other_node()
+        {
+            // The read dropped its holder, so the demote ran: node 2 is granted at once.
+            self.seen.node_2_granted = node_2
+                .lock(self.name, LockState::Unlocked, LockState::Exclusive)
+                .is_ok();
+            if self.seen.node_2_granted {
+                self.seen.node_2_wrote = (self.write)();
+                node_2.demote(self.name, LockState::Exclusive, LockState::Unlocked);
+            }
+        }
+        self.buffer.fault_in(range)
+    }
 }
 
 /// The SHA-256 of the first `size` bytes of `mapping`, read through memory: each page is
