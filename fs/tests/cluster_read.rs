@@ -5,66 +5,18 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::cluster::{BLOCK_SIZE, FileLayout, SharedDisk, layout};
 use common::generated;
-use drivers::block::{BlockDevice, BlockError, RamDisk};
+use drivers::block::RamDisk;
 use fs::gfs2::glock::{LockModule, Nolock, SimCluster, SimNode};
 use fs::gfs2::{Filesystem, GlockName, LockState, Mount, ReadPolicy};
 use fs::pagecache::PageCache;
 
-const BLOCK_SIZE: usize = 4096;
 const MIB: usize = 1 << 20;
-
-/// A disk shared by the simulated nodes, which the test writes as node 2; reads counted.
-struct SharedDisk {
-    bytes: RwLock<Vec<u8>>,
-    /// Read requests.
-    requests: AtomicU64,
-    /// Blocks read.
-    blocks_read: AtomicU64,
-}
-
-impl SharedDisk {
-    fn new() -> &'static Self {
-        Box::leak(Box::new(Self {
-            bytes: RwLock::new(common::image_4k().to_vec()),
-            requests: AtomicU64::new(0),
-            blocks_read: AtomicU64::new(0),
-        }))
-    }
-
-    fn write(&self, block: u64, offset: usize, data: &[u8]) {
-        let start = block as usize * BLOCK_SIZE + offset;
-        self.bytes.write().unwrap()[start..start + data.len()].copy_from_slice(data);
-    }
-
-    fn blocks_read(&self) -> u64 {
-        self.blocks_read.load(Ordering::SeqCst)
-    }
-}
-
-impl BlockDevice for SharedDisk {
-    type Error = BlockError;
-
-    fn block_size(&self) -> usize {
-        BLOCK_SIZE
-    }
-
-    fn block_count(&self) -> u64 {
-        (self.bytes.read().unwrap().len() / BLOCK_SIZE) as u64
-    }
-
-    fn read_blocks(&self, first: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        self.requests.fetch_add(1, Ordering::SeqCst);
-        self.blocks_read
-            .fetch_add((buf.len() / BLOCK_SIZE) as u64, Ordering::SeqCst);
-        let bytes = self.bytes.read().unwrap();
-        RamDisk::new(&bytes, BLOCK_SIZE)?.read_blocks(first, buf)
-    }
-}
 
 fn mount<L: LockModule + 'static>(
     disk: &'static SharedDisk,
@@ -220,25 +172,6 @@ fn always_locking_reads_the_same_data_and_only_the_counters_differ() {
         "the second pass took no glock"
     );
     assert_eq!(cached_first.2, always.2, "the same blocks were read");
-}
-
-/// The dinode address and data blocks of a file, to write it as node 2 does.
-struct FileLayout {
-    dinode: u64,
-    blocks: Vec<u64>,
-}
-
-fn layout(path: &str) -> FileLayout {
-    let reader = Filesystem::open(RamDisk::new(common::image_4k(), BLOCK_SIZE).unwrap()).unwrap();
-    let inode = reader.lookup(path).unwrap();
-    let count = inode.size().div_ceil(BLOCK_SIZE as u64);
-    let blocks = (0..count)
-        .map(|lblock| reader.map_block(&inode, lblock).unwrap().unwrap())
-        .collect();
-    FileLayout {
-        dinode: inode.addr(),
-        blocks,
-    }
 }
 
 /// Version `version` of `/one-mib` as node 2 writes it: its size and content.

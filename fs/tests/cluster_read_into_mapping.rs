@@ -8,54 +8,18 @@ mod common;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use common::cluster::{BLOCK_SIZE, SharedDisk, layout};
 use common::generated;
-use drivers::block::{BlockDevice, BlockError, RamDisk};
 use fs::gfs2::glock::{DemoteHandler, LockError, LockModule, Nolock, SimCluster, SimNode};
 use fs::gfs2::{CachedInode, Filesystem, GlockName, LockState, Mount, MountError};
 use fs::pagecache::{FaultFlags, PAGE_SIZE, PageCache, ReadBuffer};
 
-const BLOCK_SIZE: usize = 4096;
 const MIB: usize = 1 << 20;
 /// How long any wait of these tests may take before it counts as a deadlock.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A disk shared by the simulated nodes, which the test writes as node 2.
-struct SharedDisk {
-    bytes: RwLock<Vec<u8>>,
-}
-
-impl SharedDisk {
-    fn new() -> &'static Self {
-        Box::leak(Box::new(Self {
-            bytes: RwLock::new(common::image_4k().to_vec()),
-        }))
-    }
-
-    fn write(&self, block: u64, data: &[u8]) {
-        let start = block as usize * BLOCK_SIZE;
-        self.bytes.write().unwrap()[start..start + data.len()].copy_from_slice(data);
-    }
-}
-
-impl BlockDevice for SharedDisk {
-    type Error = BlockError;
-
-    fn block_size(&self) -> usize {
-        BLOCK_SIZE
-    }
-
-    fn block_count(&self) -> u64 {
-        (self.bytes.read().unwrap().len() / BLOCK_SIZE) as u64
-    }
-
-    fn read_blocks(&self, first: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        let bytes = self.bytes.read().unwrap();
-        RamDisk::new(&bytes, BLOCK_SIZE)?.read_blocks(first, buf)
-    }
-}
 
 type TestMount<L> = Mount<&'static SharedDisk, L>;
 
@@ -199,25 +163,6 @@ impl<L: LockModule + 'static> ReadBuffer for PrivateMapping<L> {
     }
 }
 
-/// The dinode address and data blocks of a file, to write it as node 2 does.
-struct FileLayout {
-    dinode: u64,
-    blocks: Vec<u64>,
-}
-
-fn layout(path: &str) -> FileLayout {
-    let reader = Filesystem::open(RamDisk::new(common::image_4k(), BLOCK_SIZE).unwrap()).unwrap();
-    let inode = reader.lookup(path).unwrap();
-    let count = inode.size().div_ceil(BLOCK_SIZE as u64);
-    let blocks = (0..count)
-        .map(|lblock| reader.map_block(&inode, lblock).unwrap().unwrap())
-        .collect();
-    FileLayout {
-        dinode: inode.addr(),
-        blocks,
-    }
-}
-
 /// `/one-mib` as the fixture has it, and as node 2 writes it.
 fn old_content() -> Vec<u8> {
     generated(6, 0, MIB)
@@ -286,7 +231,7 @@ fn read_while_node_2_writes(read: Range<u64>, mapped: Range<u64>, writable: usiz
                 .unwrap();
             let ex_during_read = !read_done.load(Ordering::SeqCst);
             for (chunk, &block) in new_content().chunks(BLOCK_SIZE).zip(&file.blocks) {
-                disk.write(block, chunk);
+                disk.write(block, 0, chunk);
             }
             node_2.demote(name, LockState::Exclusive, LockState::Unlocked);
             ex_during_read

@@ -83,6 +83,7 @@ pub fn generated(seed: u8, start: u64, len: usize) -> Vec<u8> {
     bytes
 }
 
+pub mod cluster;
 pub mod counting;
 pub mod patched;
 pub mod walk;

@@ -688,14 +688,18 @@ mod raw {
     use super::Range;
 
     /// Calls `f` with the bytes at `range`, a range of one page of a live file mapping that
-    /// [`crate::vm::fault_in`] just mapped; `f` must not unmap it.
+    /// [`crate::vm::fault_in`] just mapped and that the caller holds borrowed; `f` must not
+    /// unmap it.
     pub(super) fn with_mapped_bytes(range: Range<usize>, f: impl FnOnce(&[u8])) {
         // SAFETY: the range lies in one page of a file mapping that was just mapped (the
-        // callers' contract), read-only, onto a page-cache frame pinned while it is mapped;
-        // page-cache frames are written only while their page is being read in, never while
-        // up to date and pinned. Nothing unmaps the page while the slice is used: on this one
-        // CPU only a demote or `vm::unmap` does, and `f` calls neither (the callers'
-        // contract); the slice does not outlive `f`. Bytes are plain data.
+        // callers' contract), either read-only onto a page-cache frame pinned while it is
+        // mapped (page-cache frames are written only while their page is being read in,
+        // never while up to date and pinned) or onto the mapping's private copy, which only
+        // `vm::copy_to_mapping` writes, with the mapping borrowed mutably: not while the
+        // caller holds it borrowed. Nothing unmaps the page while the slice is used: on this
+        // one CPU only a demote (which leaves private copies) or `vm::unmap` does, and `f`
+        // calls neither (the callers' contract); the slice does not outlive `f`. Bytes are
+        // plain data.
         let bytes = unsafe {
             core::slice::from_raw_parts(range.start as *const u8, range.end - range.start)
         };

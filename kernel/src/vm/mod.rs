@@ -14,7 +14,10 @@
 //!    inode glock in SH) and read the page in.
 //!
 //! The frame is then mapped read-only and the trap returns, so the faulting instruction runs
-//! again and reads it.
+//! again and reads it. A page the handler refuses ([`FaultError::OutOfRange`] past the end of
+//! the file, [`FaultError::Unavailable`]) leaves the access failed: under `arch::probe_read`
+//! or [`copy_to_mapping`] the caller learns of it, anywhere else it is an unexpected fault as
+//! for any unmapped address.
 //!
 //! # Private mappings: copy-on-write
 //!
@@ -28,10 +31,7 @@
 //!
 //! [`copy_to_mapping`] writes into a mapping with a copy that stops at a fault it cannot
 //! serve instead of ending the kernel, and [`fault_in_writable`] brings pages in for writing:
-//! the two halves of a read whose destination is a mapping (see below). A page the handler refuses ([`FaultError::OutOfRange`] past the end of
-//! the file, [`FaultError::Unavailable`]) leaves the access failed: under
-//! `arch::probe_read` the caller gets `Err(fault)`, anywhere else it is an unexpected fault as
-//! for any unmapped address.
+//! the two halves of a read whose destination is a mapping (see below).
 //!
 //! For coherence, [`unmap_file_pages`] removes a range of a file's pages from every mapping
 //! of that file and flushes each from the TLB: a gfs2 glock's `go_inval` calls it before the
@@ -722,14 +722,7 @@ fn serve_fault(address: usize, access: Access) -> Result<(), FaultFailure> {
                 let handler = region.handler.clone();
                 drop(registry);
 
-                handler.release(file_page, file_frame);
-                count(&PAGES_COPIED, 1);
-                defmt::trace!(
-                    "copied file page {=u64} at {=u64:#x} on write (frame {=u64:#x})",
-                    file_page,
-                    page_address as u64,
-                    copied.address()
-                );
+                copied_on_write(&*handler, file_page, file_frame, page_address, copied);
                 return Ok(());
             }
             None => {}
@@ -781,15 +774,7 @@ fn serve_fault(address: usize, access: Access) -> Result<(), FaultFailure> {
 
         count(&PAGES_MAPPED, 1);
         if let MappedPage::Private(copy) = page {
-            // The copy holds the data: the file's page is not needed any more.
-            handler.release(file_page, frame);
-            count(&PAGES_COPIED, 1);
-            defmt::trace!(
-                "copied file page {=u64} at {=u64:#x} on write (frame {=u64:#x})",
-                file_page,
-                page_address as u64,
-                copy.address()
-            );
+            copied_on_write(&*handler, file_page, frame, page_address, copy);
         } else {
             defmt::trace!(
                 "mapped file page {=u64} at {=u64:#x} (frame {=u64:#x})",
@@ -801,6 +786,25 @@ fn serve_fault(address: usize, access: Access) -> Result<(), FaultFailure> {
         return Ok(());
     }
     Err(FaultFailure::Raced(MAX_FAULT_ATTEMPTS))
+}
+
+/// After a write made the private copy `copy` of file page `file_page` (in `file_frame`) at
+/// `page_address`: the copy holds the data, so the file's page goes back to the handler.
+fn copied_on_write(
+    handler: &dyn FaultHandler,
+    file_page: u64,
+    file_frame: PhysFrame,
+    page_address: usize,
+    copy: PhysFrame,
+) {
+    handler.release(file_page, file_frame);
+    count(&PAGES_COPIED, 1);
+    defmt::trace!(
+        "copied file page {=u64} at {=u64:#x} on write (frame {=u64:#x})",
+        file_page,
+        page_address as u64,
+        copy.address()
+    );
 }
 
 /// Copies the file's page in `file_frame` into a new frame and maps that writable at
