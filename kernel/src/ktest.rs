@@ -19,9 +19,10 @@
 //! # Adding a test
 //!
 //! Write `fn my_test() -> TestResult` in the module's `tests` submodule, check with
-//! [`ktest_assert!`](crate::ktest_assert) and [`ktest_assert_eq!`](crate::ktest_assert_eq),
-//! and add `KernelTest::new("module::my_test", my_test)` to that module's `TESTS`. A new
-//! module's `TESTS` goes into [`SUITES`].
+//! [`ktest_assert!`](crate::ktest_assert) and [`ktest_assert_eq!`](crate::ktest_assert_eq)
+//! ([`ktest_fail!`](crate::ktest_fail) where a `let ... else` did not match), and add
+//! `KernelTest::new("module::my_test", my_test)` to that module's `TESTS`. A new module's
+//! `TESTS` goes into [`SUITES`].
 
 use crate::time::Instant;
 
@@ -37,6 +38,20 @@ pub struct TestFailure {
     pub file: &'static str,
     /// Source line of the failed check.
     pub line: u32,
+}
+
+impl TestFailure {
+    /// A failure with `message` where the caller was called from: for test helpers that
+    /// fail a test with `?` (mark them `#[track_caller]` too).
+    #[track_caller]
+    pub fn at_caller(message: &'static str) -> Self {
+        let location = core::panic::Location::caller();
+        Self {
+            message,
+            file: location.file(),
+            line: location.line(),
+        }
+    }
 }
 
 /// A registered in-kernel test.
@@ -141,6 +156,27 @@ macro_rules! ktest_assert {
             });
         }
     };
+}
+
+/// Fails the test with `message` (and an optional value, logged with it): for the `else` of
+/// a `let` that did not match.
+#[macro_export]
+macro_rules! ktest_fail {
+    ($message:literal $(,)?) => {
+        return Err($crate::ktest::TestFailure {
+            message: $message,
+            file: file!(),
+            line: line!(),
+        })
+    };
+    ($message:literal, $value:expr $(,)?) => {{
+        defmt::error!("{=str}: value was {}", $message, $value);
+        return Err($crate::ktest::TestFailure {
+            message: $message,
+            file: file!(),
+            line: line!(),
+        });
+    }};
 }
 
 /// Fails the test unless the two values are equal, logging both when they are not.

@@ -212,7 +212,7 @@ pub mod tests {
     use super::*;
     use crate::ktest::{KernelTest, TestResult};
     use crate::mem;
-    use crate::{ktest_assert, ktest_assert_eq};
+    use crate::{ktest_assert, ktest_assert_eq, ktest_fail};
 
     pub const TESTS: &[KernelTest] = &[
         KernelTest::new(
@@ -317,8 +317,7 @@ pub mod tests {
     fn kernel_allocator_round_trip() -> TestResult {
         let before = snapshot().free_frames();
         let Some(frames) = allocate(8, 8) else {
-            ktest_assert!(false, "no 8 aligned free frames");
-            return Ok(());
+            ktest_fail!("no 8 aligned free frames")
         };
         ktest_assert!(frames.start.is_multiple_of(8 * FRAME_SIZE), "misaligned");
         ktest_assert_eq!(snapshot().free_frames(), before - 8);

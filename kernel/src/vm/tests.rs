@@ -11,9 +11,9 @@ use spin::Mutex;
 
 use super::*;
 use crate::arch::{FaultKind, probe_read};
-use crate::ktest::{KernelTest, TestResult};
+use crate::ktest::{KernelTest, TestFailure, TestResult};
 use crate::mem::frame;
-use crate::{ktest_assert, ktest_assert_eq};
+use crate::{ktest_assert, ktest_assert_eq, ktest_fail};
 
 pub const TESTS: &[KernelTest] = &[
     KernelTest::new(
@@ -112,6 +112,23 @@ impl PatternFile {
 
     fn handler(self: &Arc<Self>) -> Arc<dyn FaultHandler> {
         self.clone()
+    }
+
+    /// Maps `len` bytes of the file from `file_offset`, or fails the test at the caller.
+    #[track_caller]
+    fn map(
+        self: &Arc<Self>,
+        file_offset: u64,
+        len: usize,
+        mode: MapMode,
+    ) -> Result<FileMapping, TestFailure> {
+        match map_file_range(self.file, self.handler(), file_offset, len, mode) {
+            Ok(mapping) => Ok(mapping),
+            Err(error) => {
+                defmt::error!("mapping file {} failed: {}", self.file, error);
+                Err(TestFailure::at_caller("map_file_range failed"))
+            }
+        }
     }
 
     fn expected(&self, file_page: u64, offset: usize) -> u64 {
@@ -220,16 +237,7 @@ fn delta(before: Counters) -> Counters {
 
 fn reads_through_memory_see_the_file() -> TestResult {
     let file = PatternFile::new(FileId(1), 6);
-    let Ok(mapping) = map_file_range(
-        file.file,
-        file.handler(),
-        2 * PAGE_SIZE as u64,
-        4 * PAGE_SIZE,
-        MapMode::ReadOnly,
-    ) else {
-        ktest_assert!(false, "map_file_range failed");
-        return Ok(());
-    };
+    let mapping = file.map(2 * PAGE_SIZE as u64, 4 * PAGE_SIZE, MapMode::ReadOnly)?;
     ktest_assert_eq!(mapping.first_file_page(), 2);
     ktest_assert_eq!(mapping.file(), FileId(1));
     ktest_assert_eq!(mapping.len(), 4 * PAGE_SIZE);
@@ -272,16 +280,7 @@ fn reads_through_memory_see_the_file() -> TestResult {
 
 fn a_miss_takes_two_handler_calls() -> TestResult {
     let file = PatternFile::new(FileId(2), 2);
-    let Ok(mapping) = map_file_range(
-        file.file,
-        file.handler(),
-        0,
-        2 * PAGE_SIZE,
-        MapMode::ReadOnly,
-    ) else {
-        ktest_assert!(false, "map_file_range failed");
-        return Ok(());
-    };
+    let mapping = file.map(0, 2 * PAGE_SIZE, MapMode::ReadOnly)?;
 
     // Cold: the cached-only step misses, the second step reads the page in.
     let before = counters();
@@ -318,28 +317,9 @@ fn a_miss_takes_two_handler_calls() -> TestResult {
 
 fn unmapped_pages_fault_again_and_see_new_data() -> TestResult {
     let file = PatternFile::new(FileId(3), 3);
-    let Ok(mapping) = map_file_range(
-        file.file,
-        file.handler(),
-        0,
-        3 * PAGE_SIZE,
-        MapMode::ReadOnly,
-    ) else {
-        ktest_assert!(false, "map_file_range failed");
-        return Ok(());
-    };
+    let mapping = file.map(0, 3 * PAGE_SIZE, MapMode::ReadOnly)?;
     // A second mapping of the same file: invalidation must reach it too.
-    let Ok(other) = map_file_range(
-        file.file,
-        file.handler(),
-        PAGE_SIZE as u64,
-        PAGE_SIZE,
-        MapMode::ReadOnly,
-    ) else {
-        ktest_assert!(false, "the second map_file_range failed");
-        unmap(mapping);
-        return Ok(());
-    };
+    let other = file.map(PAGE_SIZE as u64, PAGE_SIZE, MapMode::ReadOnly)?;
     let old_word = file.expected(1, 0);
     ktest_assert_eq!(check_pages(&file, &mapping, 0..3), None);
     ktest_assert_eq!(check_pages(&file, &other, 0..1), None);
@@ -378,16 +358,7 @@ fn unmapped_pages_fault_again_and_see_new_data() -> TestResult {
 
 fn access_past_the_end_is_an_error() -> TestResult {
     let file = PatternFile::new(FileId(4), 2);
-    let Ok(mapping) = map_file_range(
-        file.file,
-        file.handler(),
-        0,
-        3 * PAGE_SIZE,
-        MapMode::ReadOnly,
-    ) else {
-        ktest_assert!(false, "map_file_range failed");
-        return Ok(());
-    };
+    let mapping = file.map(0, 3 * PAGE_SIZE, MapMode::ReadOnly)?;
     let past_the_end = mapping.start() + 2 * PAGE_SIZE + 16;
     let guard_page = mapping.start() + 3 * PAGE_SIZE;
 
@@ -402,12 +373,7 @@ fn access_past_the_end_is_an_error() -> TestResult {
     unmap(mapping);
 
     let Err(fault) = result else {
-        ktest_assert!(
-            false,
-            "a read past the end of the file returned",
-            result.ok()
-        );
-        return Ok(());
+        ktest_fail!("a read past the end of the file returned", result.ok())
     };
     ktest_assert_eq!(fault.kind, FaultKind::PageFault(Access::Read));
     ktest_assert_eq!(fault.address, past_the_end);
@@ -425,11 +391,7 @@ fn access_past_the_end_is_an_error() -> TestResult {
 
 fn writes_are_refused() -> TestResult {
     let file = PatternFile::new(FileId(5), 1);
-    let Ok(mapping) = map_file_range(file.file, file.handler(), 0, PAGE_SIZE, MapMode::ReadOnly)
-    else {
-        ktest_assert!(false, "map_file_range failed");
-        return Ok(());
-    };
+    let mapping = file.map(0, PAGE_SIZE, MapMode::ReadOnly)?;
     let write = handle_page_fault(mapping.start(), Access::Write);
     let execute = handle_page_fault(mapping.start(), Access::Execute);
     let outside = handle_page_fault(crate::fault_tests::UNMAPPED_ADDRESS, Access::Read);
@@ -451,18 +413,8 @@ fn writes_are_refused() -> TestResult {
 
 fn unmap_frees_addresses_for_reuse() -> TestResult {
     let file = PatternFile::new(FileId(6), 4);
-    let first = map_file_range(
-        file.file,
-        file.handler(),
-        0,
-        2 * PAGE_SIZE,
-        MapMode::ReadOnly,
-    );
-    let second = map_file_range(file.file, file.handler(), 0, PAGE_SIZE, MapMode::ReadOnly);
-    let (Ok(first), Ok(second)) = (first, second) else {
-        ktest_assert!(false, "map_file_range failed");
-        return Ok(());
-    };
+    let first = file.map(0, 2 * PAGE_SIZE, MapMode::ReadOnly)?;
+    let second = file.map(0, PAGE_SIZE, MapMode::ReadOnly)?;
     let first_start = first.start();
     ktest_assert!(
         second.start() >= first_start + 3 * PAGE_SIZE,
@@ -550,11 +502,7 @@ fn bad_ranges_are_refused() -> TestResult {
 
 fn a_fault_racing_an_invalidation_starts_over() -> TestResult {
     let file = PatternFile::new(FileId(8), 1);
-    let Ok(mapping) = map_file_range(file.file, file.handler(), 0, PAGE_SIZE, MapMode::ReadOnly)
-    else {
-        ktest_assert!(false, "map_file_range failed");
-        return Ok(());
-    };
+    let mapping = file.map(0, PAGE_SIZE, MapMode::ReadOnly)?;
     file.invalidate_during_next_read
         .store(true, Ordering::Relaxed);
 
@@ -584,27 +532,8 @@ fn a_fault_racing_an_invalidation_starts_over() -> TestResult {
 fn private_writes_copy_the_page_and_survive_a_demote() -> TestResult {
     let file = PatternFile::new(FileId(10), 2);
     let free_before = frame::snapshot().free_frames();
-    let Ok(mut mapping) = map_file_range(
-        file.file,
-        file.handler(),
-        0,
-        2 * PAGE_SIZE,
-        MapMode::Private,
-    ) else {
-        ktest_assert!(false, "map_file_range failed");
-        return Ok(());
-    };
-    let Ok(shared) = map_file_range(
-        file.file,
-        file.handler(),
-        0,
-        2 * PAGE_SIZE,
-        MapMode::ReadOnly,
-    ) else {
-        unmap(mapping);
-        ktest_assert!(false, "map_file_range failed");
-        return Ok(());
-    };
+    let mut mapping = file.map(0, 2 * PAGE_SIZE, MapMode::Private)?;
+    let shared = file.map(0, 2 * PAGE_SIZE, MapMode::ReadOnly)?;
     let message = *b"private copy on write";
 
     // Page 0 is mapped from a read first; page 1 is first touched by the write.
@@ -664,23 +593,8 @@ fn private_writes_copy_the_page_and_survive_a_demote() -> TestResult {
 /// byte, and `fault_in_writable` stops at the end of the file.
 fn a_copy_stops_where_cached_only_faults_miss() -> TestResult {
     let file = PatternFile::new(FileId(11), 2);
-    let Ok(mut mapping) = map_file_range(
-        file.file,
-        file.handler(),
-        0,
-        3 * PAGE_SIZE,
-        MapMode::Private,
-    ) else {
-        ktest_assert!(false, "map_file_range failed");
-        return Ok(());
-    };
-    let Ok(mut read_only) =
-        map_file_range(file.file, file.handler(), 0, PAGE_SIZE, MapMode::ReadOnly)
-    else {
-        unmap(mapping);
-        ktest_assert!(false, "map_file_range failed");
-        return Ok(());
-    };
+    let mut mapping = file.map(0, 3 * PAGE_SIZE, MapMode::Private)?;
+    let mut read_only = file.map(0, PAGE_SIZE, MapMode::ReadOnly)?;
     // Page 0 cached (read through the read-only mapping), page 1 not.
     let _ = raw::read_mapped(read_only.start());
     let bytes = [0x5a; 2 * PAGE_SIZE];
@@ -724,17 +638,8 @@ fn a_copy_stops_where_cached_only_faults_miss() -> TestResult {
 /// a private mapping it maps the page's copy without changing a byte.
 fn probe_write_faults_in_without_changing_data() -> TestResult {
     let file = PatternFile::new(FileId(12), 1);
-    let Ok(read_only) = map_file_range(file.file, file.handler(), 0, PAGE_SIZE, MapMode::ReadOnly)
-    else {
-        ktest_assert!(false, "map_file_range failed");
-        return Ok(());
-    };
-    let Ok(private) = map_file_range(file.file, file.handler(), 0, PAGE_SIZE, MapMode::Private)
-    else {
-        unmap(read_only);
-        ktest_assert!(false, "map_file_range failed");
-        return Ok(());
-    };
+    let read_only = file.map(0, PAGE_SIZE, MapMode::ReadOnly)?;
+    let private = file.map(0, PAGE_SIZE, MapMode::Private)?;
 
     let denied = arch::probe_write(read_only.start() + 24);
     let before = counters();
@@ -748,8 +653,7 @@ fn probe_write_faults_in_without_changing_data() -> TestResult {
     unmap(private);
 
     let Err(fault) = denied else {
-        ktest_assert!(false, "a write probe of a read-only mapping worked");
-        return Ok(());
+        ktest_fail!("a write probe of a read-only mapping worked")
     };
     ktest_assert_eq!(fault.kind, FaultKind::PageFault(Access::Write));
     ktest_assert_eq!(allowed.ok(), Some(()));
@@ -819,16 +723,7 @@ mod raw {
 /// is gone, `fault_in` brings the cold page in.
 fn cached_only_faults_never_take_the_second_step() -> TestResult {
     let file = PatternFile::new(FileId(9), 2);
-    let Ok(mapping) = map_file_range(
-        file.file,
-        file.handler(),
-        0,
-        2 * PAGE_SIZE,
-        MapMode::ReadOnly,
-    ) else {
-        ktest_assert!(false, "map_file_range failed");
-        return Ok(());
-    };
+    let mapping = file.map(0, 2 * PAGE_SIZE, MapMode::ReadOnly)?;
     let (cold, warm) = (mapping.start(), mapping.start() + PAGE_SIZE);
     ktest_assert_eq!(check_pages(&file, &mapping, 1..2), None);
     unmap_file_pages(file.file, 1..2);
@@ -872,8 +767,7 @@ const TEST_PAGE: usize = arch::FILE_MAP_WINDOW_START + arch::FILE_MAP_WINDOW_SIZ
 /// The architecture's page API on its own: map a frame, read it through the window, unmap.
 fn page_map_read_unmap_round_trip() -> TestResult {
     let Some(range) = frame::allocate(1, 1) else {
-        ktest_assert!(false, "no free frame");
-        return Ok(());
+        ktest_fail!("no free frame")
     };
     let marker = 0x7061_6765_2d6d_6170;
     let direct = arch::phys_to_virt(range.start) as *mut u64;

@@ -215,7 +215,7 @@ pub mod tests {
     use super::*;
     use crate::ktest::TestResult;
     use crate::mem::frame;
-    use crate::{ktest_assert, ktest_assert_eq};
+    use crate::{ktest_assert, ktest_assert_eq, ktest_fail};
 
     /// The U bit of an entry: user-mode accessible.
     const USER: u64 = 1 << 4;
@@ -225,8 +225,7 @@ pub mod tests {
 
     pub fn leaf_has_accessed_and_dirty_preset() -> TestResult {
         let Some(range) = frame::allocate(1, 1) else {
-            ktest_assert!(false, "no free frame");
-            return Ok(());
+            ktest_fail!("no free frame")
         };
         let mapped = map_page(TEST_PAGE, range.start, Protection::ReadOnly);
         ktest_assert_eq!(mapped, Ok(()));

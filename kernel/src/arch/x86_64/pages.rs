@@ -197,15 +197,14 @@ pub mod tests {
     use super::*;
     use crate::ktest::TestResult;
     use crate::mem::frame;
-    use crate::{ktest_assert, ktest_assert_eq};
+    use crate::{ktest_assert, ktest_assert_eq, ktest_fail};
 
     /// A page near the end of the window, far from where [`crate::vm`] places mappings.
     const TEST_PAGE: usize = FILE_MAP_WINDOW_START + FILE_MAP_WINDOW_SIZE - 16 * PAGE_SIZE;
 
     pub fn leaf_is_read_only_kernel_no_execute() -> TestResult {
         let Some(range) = frame::allocate(1, 1) else {
-            ktest_assert!(false, "no free frame");
-            return Ok(());
+            ktest_fail!("no free frame")
         };
         let mapped = map_page(TEST_PAGE, range.start, Protection::ReadOnly);
         ktest_assert_eq!(mapped, Ok(()));

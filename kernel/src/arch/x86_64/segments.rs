@@ -74,12 +74,11 @@ pub mod tests {
 
     use super::*;
     use crate::ktest::TestResult;
-    use crate::{ktest_assert, ktest_assert_eq};
+    use crate::{ktest_assert_eq, ktest_fail};
 
     pub fn kernel_gdt_is_loaded() -> TestResult {
         let Some(gdt) = GDT.get() else {
-            ktest_assert!(false, "the GDT was never built");
-            return Ok(());
+            ktest_fail!("the GDT was never built")
         };
         let pointer = sgdt();
         ktest_assert_eq!(

@@ -292,7 +292,7 @@ pub mod tests {
     use super::*;
     use crate::arch::x86_64::paging::phys_to_virt;
     use crate::ktest::TestResult;
-    use crate::{ktest_assert, ktest_assert_eq};
+    use crate::{ktest_assert, ktest_assert_eq, ktest_fail};
 
     /// A higher-half address nothing maps: PML4 slot 384, between the direct map (slot 256,
     /// at most 64 GiB) and the kernel window (slot 511).
@@ -301,8 +301,7 @@ pub mod tests {
     pub fn probe_reports_page_fault() -> TestResult {
         let result = probe_read(UNMAPPED);
         let Err(fault) = result else {
-            ktest_assert!(false, "a read of an unmapped address returned", result.ok());
-            return Ok(());
+            ktest_fail!("a read of an unmapped address returned", result.ok())
         };
         ktest_assert_eq!(fault.kind, FaultKind::PageFault(Access::Read));
         ktest_assert_eq!(fault.raw_cause, VECTOR_PAGE_FAULT);
@@ -338,12 +337,7 @@ pub mod tests {
         // A non-canonical address gives #GP, not #PF, and no CR2.
         let result = probe_read(0x8000_0000_0000_0000);
         let Err(fault) = result else {
-            ktest_assert!(
-                false,
-                "a read of a non-canonical address returned",
-                result.ok()
-            );
-            return Ok(());
+            ktest_fail!("a read of a non-canonical address returned", result.ok())
         };
         ktest_assert_eq!(fault.kind, FaultKind::Other(13));
         ktest_assert_eq!(fault.address, 0);

@@ -198,7 +198,7 @@ pub mod tests {
     use super::super::tests::visionfive2_bytes;
     use super::*;
     use crate::ktest::TestResult;
-    use crate::{ktest_assert, ktest_assert_eq};
+    use crate::{ktest_assert, ktest_assert_eq, ktest_fail};
 
     /// QEMU 7.2's `virt` device tree (`-M virt,dumpdtb=...`, 256 MiB, recompiled by `dtc` to
     /// drop the padding): eight virtio-mmio slots and one generic ECAM host bridge.
@@ -206,12 +206,10 @@ pub mod tests {
 
     pub fn qemu_virt_devices() -> TestResult {
         let Ok(tree) = DeviceTree::new(QEMU_VIRT) else {
-            ktest_assert!(false, "the QEMU virt blob parses");
-            return Ok(());
+            ktest_fail!("the QEMU virt blob parses")
         };
         let Ok((devices, dropped)) = tree.devices() else {
-            ktest_assert!(false, "the QEMU virt devices parse");
-            return Ok(());
+            ktest_fail!("the QEMU virt devices parse")
         };
 
         ktest_assert_eq!(dropped, 0);
@@ -239,8 +237,7 @@ pub mod tests {
 
     pub fn visionfive2_has_no_virtio_or_ecam_bridge() -> TestResult {
         let Ok(tree) = DeviceTree::new(visionfive2_bytes()) else {
-            ktest_assert!(false, "the VisionFive 2 blob parses");
-            return Ok(());
+            ktest_fail!("the VisionFive 2 blob parses")
         };
         let devices = tree.devices();
 
