@@ -16,9 +16,10 @@
 //! [`FaultError::OutOfRange`]: the access fails and the kernel goes on.
 //!
 //! Coherence: [`install_unmap_hook`] (which [`crate::fscache::install`] calls for the mounted
-//! volume) makes the glock's `go_inval` unmap the inode's pages from every mapping ([`vm::unmap_file_pages`], which flushes each from the TLB) before the cache
-//! drops them, so the first access after a demote faults, takes the glock and sees the data
-//! as the other node left it.
+//! volume) makes the glock's `go_inval` unmap the inode's pages from every mapping
+//! ([`vm::unmap_file_pages`], which flushes each from the TLB) before the cache drops them,
+//! so the first access after a demote faults, takes the glock and sees the data as the other
+//! node left it.
 //!
 //! # Reading into a mapping: Linux 5.16's mmap + page fault deadlock
 //!
