@@ -137,23 +137,9 @@ pub fn run_tests(filter: &str) -> Summary {
 /// implements `defmt::Format`) is logged with the failure.
 #[macro_export]
 macro_rules! ktest_assert {
-    ($condition:expr, $message:literal $(,)?) => {
+    ($condition:expr, $message:literal $(, $value:expr)? $(,)?) => {
         if !$condition {
-            return Err($crate::ktest::TestFailure {
-                message: $message,
-                file: file!(),
-                line: line!(),
-            });
-        }
-    };
-    ($condition:expr, $message:literal, $value:expr $(,)?) => {
-        if !$condition {
-            defmt::error!("{=str}: value was {}", $message, $value);
-            return Err($crate::ktest::TestFailure {
-                message: $message,
-                file: file!(),
-                line: line!(),
-            });
+            $crate::ktest_fail!($message $(, $value)?);
         }
     };
 }
@@ -162,15 +148,8 @@ macro_rules! ktest_assert {
 /// a `let` that did not match.
 #[macro_export]
 macro_rules! ktest_fail {
-    ($message:literal $(,)?) => {
-        return Err($crate::ktest::TestFailure {
-            message: $message,
-            file: file!(),
-            line: line!(),
-        })
-    };
-    ($message:literal, $value:expr $(,)?) => {{
-        defmt::error!("{=str}: value was {}", $message, $value);
+    ($message:literal $(, $value:expr)? $(,)?) => {{
+        $(defmt::error!("{=str}: value was {}", $message, $value);)?
         return Err($crate::ktest::TestFailure {
             message: $message,
             file: file!(),
