@@ -11,7 +11,8 @@
 //!
 //! | path | lock taken |
 //! | --- | --- |
-//! | [`map_page`], [`unmap_page`], [`translate_page`] | the window's table lock, for the call (and the frame allocator's, inside it, when a table is added) |
+//! | [`map_page`] | the window's table lock; inside it, the frame allocator's to add a table |
+//! | [`unmap_page`], [`translate_page`] | the window's table lock, for the call |
 //!
 //! # Limitations
 //!

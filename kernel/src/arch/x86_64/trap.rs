@@ -204,7 +204,8 @@ extern "C" fn handle_trap(frame: &mut TrapFrame) {
     }
 
     defmt::error!(
-        "unexpected {=str} (vector {=u64}) at rip {=u64:#x}: error code {=u64:#x}, cr2 {=u64:#x}, rsp {=u64:#x}",
+        "unexpected {=str} (vector {=u64}) at rip {=u64:#x}: \
+         error code {=u64:#x}, cr2 {=u64:#x}, rsp {=u64:#x}",
         vector_name(frame.vector),
         frame.vector,
         frame.rip,
